@@ -1,0 +1,45 @@
+"""Small helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[1]
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = 60.0,
+    interval: float = 0.2,
+    what: str = "",
+) -> T:
+    """Polls `probe` until it returns something other than None or False, and returns that.
+
+    Timeouts are generous on purpose: the tests assert on behaviour, never on speed.
+    """
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last is not None and last is not False:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(
+        f"timed out after {timeout:.0f}s waiting for {what or probe}; last: {last!r}"
+    )
+
+
+def sample(name: str) -> dict[str, Any]:
+    """A manifest from manifests/samples/, as a fresh dict the test may change."""
+    loaded: dict[str, Any] = yaml.safe_load(
+        (REPO / "manifests" / "samples" / f"{name}.yaml").read_text()
+    )
+    return loaded
