@@ -299,13 +299,21 @@ class ControlPlane:
     # -- API ---------------------------------------------------------------------------------
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
-        """One authenticated request as cluster admin; raises RequestFailed when refused."""
+        """One authenticated request as cluster admin; raises RequestFailed when refused.
+
+        A PATCH is a JSON merge patch.
+        """
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
             f"{self.server}{path}",
             data=data,
             method=method,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "Content-Type": (
+                    "application/merge-patch+json" if method == "PATCH" else "application/json"
+                ),
+            },
         )
         context = ssl.create_default_context(cafile=str(self.ca_file))
         try:
