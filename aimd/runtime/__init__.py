@@ -1,0 +1,61 @@
+"""Generic controller machinery: informers, a shared index, work queues, a manager.
+
+Nothing here knows about AIM. A reconciler uses it like this::
+
+    from aimd.runtime import Manager, Result
+    from aimd.runtime.index import key_of, owner_uids
+
+    manager = Manager(client, settings)                 # client: aimd.kube.client.KubeClient
+
+    caches = manager.informer(MODEL_CACHES)             # one shared informer per resource
+    caches.add_index("sourceUri", lambda o: [(o["metadata"]["namespace"], o["spec"]["sourceUri"])])
+    pvcs = manager.informer(PERSISTENT_VOLUME_CLAIMS)
+    pvcs.add_index("owner", owner_uids)                 # ready-made: ownerReference uids
+
+    async def reconcile(key: tuple[str, str]) -> Result | None:
+        namespace, uri = key
+        existing = caches.index.by("sourceUri", (namespace, uri))   # list of dicts, read-only
+        ...
+        await manager.client.patch(...)                 # writes go through the one client
+        return Result(requeue_after=30.0)               # or None: done; raise: retry w/ backoff
+
+    controller = manager.controller("model-cache", reconcile, workers=4)
+    caches.add_handler(
+        lambda event, old, new: controller.enqueue(
+            ((new or old)["metadata"]["namespace"], (new or old)["spec"]["sourceUri"])
+        )
+    )
+
+    await manager.run()                                 # until SIGTERM / manager.stop()
+
+Contracts:
+
+- ``manager.informer(resource, namespace=None)`` returns the same :class:`Informer` for the same
+  arguments; declare indexes and handlers before ``run()``. Informers run on every replica (a
+  standby keeps its index warm), controllers only on the leader.
+- ``informer.index``: ``get(key)`` with key ``"namespace/name"`` or ``"name"`` (see
+  :func:`~aimd.runtime.index.key_of`), ``list(namespace=None)``, ``by(index_name, value)``,
+  ``keys()``, ``len()``. Objects are the API's JSON as dicts without ``metadata.managedFields``;
+  they are shared, so never mutate one (``copy.deepcopy`` first).
+- ``informer.add_handler(fn)``: ``fn(event_type, old, new)`` with event_type ``"ADDED"``
+  (old None), ``"MODIFIED"``, ``"DELETED"`` (new None, old the last state seen). Called
+  synchronously, in event order, *after* the index holds the new state; it must not block — its
+  job is to map an event to keys and enqueue them. Objects deleted while a watch was down arrive
+  as ``"DELETED"`` after the relist. A handler added after the informer started is first called
+  with ``"ADDED"`` for every object already in the index.
+- ``informer.synced`` (bool), ``await informer.wait_synced()``: the first list is in the index.
+- ``manager.controller(name, reconcile, workers=1)``: ``reconcile(key)`` is ``async``, keys are
+  any hashable. A key is never reconciled by two workers at once; enqueueing a key that waits is
+  a no-op; enqueueing a key being reconciled runs it once more afterwards. ``Result(requeue_after=
+  T)`` runs it again after T seconds, ``Result(requeue=True)`` again with backoff, an exception
+  with per-key exponential backoff (5 ms doubling to 1000 s), reset when a reconcile succeeds.
+  Workers start once this replica leads and every informer has synced; when leadership is lost
+  every worker is cancelled at once (in-flight writes included) and ``run()`` raises
+  :class:`~aimd.kube.lease.LeadershipLost`, so the process exits and restarts as a standby.
+- ``controller.enqueue(key)``, ``controller.enqueue_after(key, seconds)``: callable any time,
+  from handlers or reconcilers, leader or not.
+- ``manager.client`` (the KubeClient), ``manager.is_leader``, ``await manager.wait_leader()``.
+
+Modules: :mod:`.index` (store + secondary indexes), :mod:`.informer`, :mod:`.queue` (work queue
+and injectable clock), :mod:`.controller`, :mod:`.manager`, :mod:`.metrics`, :mod:`.health`.
+"""
