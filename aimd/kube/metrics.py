@@ -7,7 +7,7 @@ lowest layer, so that no counter anywhere grows a second series Go exporters do 
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, disable_created_metrics
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, disable_created_metrics
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -22,3 +22,12 @@ def _rest_client_requests(registry: CollectorRegistry) -> Counter:
 
 
 REST_CLIENT_REQUESTS = _rest_client_requests(REGISTRY)
+
+LEADER_ELECTION_MASTER_STATUS = Gauge(
+    "leader_election_master_status",
+    "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 "
+    "indicates master. 'name' is the string used to identify the lease. Please make sure to "
+    "group by name.",
+    ["name"],
+    registry=REGISTRY,
+)
