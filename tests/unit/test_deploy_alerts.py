@@ -1,0 +1,168 @@
+"""The alert rules: the plain rules file and the PrometheusRule hold the same groups, every alert
+says how bad it is, what happened and where its runbook is, uses only metrics aimd exports, and
+has promtool unit tests that see it fire and stay quiet.
+
+`python -m tests.unit.test_deploy_alerts --write` regenerates prometheusrule.yaml from rules.yaml.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from tests.unit.test_deploy_metrics import KNOWN_METRICS, metric_names
+
+REPO = Path(__file__).resolve().parents[2]
+RULES = REPO / "manifests" / "prometheus" / "rules.yaml"
+PROMETHEUS_RULE = REPO / "manifests" / "prometheus" / "prometheusrule.yaml"
+RUNBOOKS = REPO / "docs" / "runbooks.md"
+PROMTOOL_TESTS = sorted((REPO / "tests" / "promtool").glob("*_test.yaml"))
+RUNBOOK_BASE_URL = "https://github.com/eai-amd/aimd/blob/main/docs/runbooks.md"
+ALERTS = {
+    "AimdControllerDown",
+    "AimdNoLeader",
+    "AimdReconcileErrorsHigh",
+    "AimdWorkQueueBackingUp",
+    "AimdWatchStale",
+    "AimdCacheDownloadFailingRepeatedly",
+    "AimdCacheStuckNotAvailable",
+    "AimdDownloadsStalled",
+}
+SEVERITIES = {"critical", "warning", "info"}
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for group in load(RULES)["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+def prometheus_rule(groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """The PrometheusRule custom resource holding `groups`."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {
+            "name": "aimd",
+            "namespace": "aimd-system",
+            "labels": {"app.kubernetes.io/name": "aimd"},
+        },
+        "spec": {"groups": groups},
+    }
+
+
+def render_prometheus_rule() -> str:
+    def block_for_multiline(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    Dumper.add_representer(str, block_for_multiline)
+    body = yaml.dump(
+        prometheus_rule(load(RULES)["groups"]), Dumper=Dumper, sort_keys=False, width=100
+    )
+    return (
+        "# Generated from rules.yaml by `python -m tests.unit.test_deploy_alerts --write`;"
+        " edit rules.yaml.\n" + body
+    )
+
+
+def runbook_anchors() -> set[str]:
+    """GitHub's anchors for the headings of docs/runbooks.md."""
+    anchors = set()
+    for line in RUNBOOKS.read_text().splitlines():
+        if match := re.match(r"#{1,6}\s+(.*)", line):
+            slug = re.sub(r"[^\w\- ]", "", match.group(1).strip().lower()).replace(" ", "-")
+            anchors.add(slug)
+    return anchors
+
+
+def test_prometheus_rule_holds_the_groups_of_the_rules_file() -> None:
+    assert load(PROMETHEUS_RULE) == prometheus_rule(load(RULES)["groups"]), (
+        "prometheusrule.yaml is out of date: python -m tests.unit.test_deploy_alerts --write"
+    )
+
+
+def test_the_alerts_of_issue_6_are_all_there_once() -> None:
+    names = [rule["alert"] for rule in alert_rules()]
+    assert sorted(names) == sorted(ALERTS)
+
+
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda rule: rule["alert"])
+def test_every_alert_says_how_bad_what_happened_and_where_its_runbook_is(
+    rule: dict[str, Any],
+) -> None:
+    assert rule["labels"]["severity"] in SEVERITIES
+    annotations = rule["annotations"]
+    assert annotations["summary"].strip()
+    assert len(annotations["description"]) > len(annotations["summary"])
+    url = urlsplit(annotations["runbook_url"])
+    assert f"{url.scheme}://{url.netloc}{url.path}" == RUNBOOK_BASE_URL
+    assert url.fragment == rule["alert"].lower()
+    assert url.fragment in runbook_anchors(), f"no section {rule['alert']} in docs/runbooks.md"
+
+
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda rule: rule["alert"])
+def test_every_alert_uses_only_metrics_aimd_exports_and_selects_aimd(rule: dict[str, Any]) -> None:
+    used = metric_names(rule["expr"])
+    assert used, rule["expr"]
+    assert used <= KNOWN_METRICS, f"unknown metrics {used - KNOWN_METRICS}"
+    selectors = re.findall(r"\b[a-z_:]+\{([^}]*)\}", rule["expr"])
+    assert selectors, rule["expr"]
+    assert all('job="aimd"' in selector for selector in selectors), rule["expr"]
+
+
+def test_every_alert_has_promtool_tests_that_see_it_fire_and_stay_quiet() -> None:
+    firing: set[str] = set()
+    quiet: set[str] = set()
+    for path in PROMTOOL_TESTS:
+        suite = load(path)
+        assert suite["rule_files"] == ["../../manifests/prometheus/rules.yaml"], path
+        for test in suite["tests"]:
+            for case in test.get("alert_rule_test", []):
+                (firing if case.get("exp_alerts") else quiet).add(case["alertname"])
+    assert firing == ALERTS, f"never seen firing: {ALERTS - firing}"
+    assert quiet == ALERTS, f"never seen quiet: {ALERTS - quiet}"
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.skip("promtool not installed (Debian: apt-get install prometheus)")
+    return path
+
+
+def test_promtool_accepts_the_rules() -> None:
+    result = subprocess.run(
+        [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_pass() -> None:
+    assert PROMTOOL_TESTS
+    result = subprocess.run(
+        [promtool(), "test", "rules", *map(str, PROMTOOL_TESTS)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--write"]:
+        sys.exit("usage: python -m tests.unit.test_deploy_alerts --write")
+    PROMETHEUS_RULE.write_text(render_prometheus_rule())
