@@ -66,8 +66,22 @@ _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\
 _VARIABLES = re.compile(r"\$\{[^}]*\}|\$\w+")
 _IDENTIFIER = re.compile(r"(?<![\w.:])[A-Za-z_:][\w:]*(?![\w:])")
 _KEYWORDS = frozenset(
-    {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left",
-     "group_right", "inf", "nan", "atan2"}
+    {
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "inf",
+        "nan",
+        "atan2",
+    }
 )
 
 
@@ -117,4 +131,6 @@ def test_metric_names_finds_exactly_the_selected_metrics(expr: str, expected: se
 
 def test_histograms_and_plain_metrics_do_not_overlap() -> None:
     assert not HISTOGRAMS & COUNTERS_AND_GAUGES
-    assert all(name.startswith(("controller_runtime_", "workqueue_", "aim_")) for name in HISTOGRAMS)
+    assert all(
+        name.startswith(("controller_runtime_", "workqueue_", "aim_")) for name in HISTOGRAMS
+    )
