@@ -44,9 +44,9 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -106,8 +106,13 @@ def resource_version_unusable(error: ApiError) -> bool:
     return any(cause.get("reason") == "ResourceVersionTooLarge" for cause in error.causes)
 
 
-async def split_lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes | memoryview]:
-    """Newline-separated lines from a chunked body, however long a line is."""
+class Chunks(Protocol):
+    def iter_any(self) -> AsyncIterator[bytes]: ...
+
+
+async def split_lines(content: Chunks) -> AsyncIterator[bytes | memoryview]:
+    """Newline-separated lines from a chunked body (an aiohttp ``StreamReader``), however long
+    a line is: the pieces of a line that spans chunks are joined once, when its end arrives."""
     pending: list[bytes] = []
     async for chunk in content.iter_any():
         view = memoryview(chunk)
@@ -171,10 +176,12 @@ class Watcher:
             params["fieldSelector"] = self.field_selector
         return params
 
-    async def events(self) -> AsyncIterator[WatchItem]:
+    async def events(self) -> AsyncGenerator[WatchItem, None]:
         reason = "initial"
         list_from: str | None = None  # None: quorum read
-        need_list = True
+        # A watcher that already holds a resourceVersion (the consumer ran it before and kept its
+        # store) resumes with a watch; if that version expired meanwhile, the 410 relists.
+        need_list = self.resource_version is None
         while True:
             if need_list:
                 try:

@@ -68,7 +68,8 @@ async def test_typed_errors_come_from_status_objects(kube: KubeClient, namespace
     with pytest.raises(errors.AlreadyExists) as exists:
         await kube.create(CONFIG_MAPS, config_map("dup", namespace))
     assert exists.value.status == 409
-    assert exists.value.details and exists.value.details["name"] == "dup"
+    assert exists.value.details
+    assert exists.value.details["name"] == "dup"
 
     current = await kube.get(CONFIG_MAPS, "dup", namespace)
     stale = dict(current, metadata=dict(current["metadata"], resourceVersion="1"))
