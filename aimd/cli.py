@@ -29,6 +29,7 @@ COMMANDS = (
     Command("probe", "print a model's total size without downloading it", None),
     Command("crds", "print the CustomResourceDefinitions as YAML", "aimd.crds"),
     Command("dev", "local control plane + controller + sample caches, no cluster needed", None),
+    Command("cache", "list model caches, or say what one is waiting for", "aimd.cachectl"),
 )
 
 
