@@ -59,3 +59,9 @@ Contracts:
 Modules: :mod:`.index` (store + secondary indexes), :mod:`.informer`, :mod:`.queue` (work queue
 and injectable clock), :mod:`.controller`, :mod:`.manager`, :mod:`.metrics`, :mod:`.health`.
 """
+
+from aimd.runtime.controller import Controller, Result
+from aimd.runtime.informer import Informer
+from aimd.runtime.manager import Manager
+
+__all__ = ["Controller", "Informer", "Manager", "Result"]

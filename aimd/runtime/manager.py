@@ -1,0 +1,240 @@
+"""The manager: wires informers, controllers, leader election and the HTTP endpoints, and runs
+them in one ``asyncio.TaskGroup``.
+
+Lifecycle of :meth:`Manager.run`:
+
+1. The ``/metrics`` and ``/healthz``+``/readyz`` servers start; SIGTERM and SIGINT are trapped.
+2. Every informer starts listing and watching, on every replica: a standby keeps warm indexes so
+   it can take over within one lease duration.
+3. With ``--leader-elect`` the replica campaigns for the Lease (standbys only read it). Once it
+   leads *and* every informer has synced, the controllers' workers start. Keys enqueued before
+   then (every ADDED of the initial lists) are waiting in the queues.
+4. Leadership lost: every worker task is cancelled at once — an in-flight write is abandoned
+   mid-request — and ``run()`` raises :class:`~aimd.kube.lease.LeadershipLost`, so the process
+   exits and comes back as a standby. Nothing that wrote as leader outlives the lease.
+5. SIGTERM (or :meth:`Manager.stop`): no new reconcile starts, running ones get
+   ``shutdown_grace`` seconds to finish, the lease is released (if configured) so a standby takes
+   over at once, then informers and servers stop and ``run()`` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Hashable
+from typing import Any
+
+from aiohttp import web
+
+from aimd.kube.client import KubeClient
+from aimd.kube.lease import LeaderElector, LeadershipLost
+from aimd.kube.resources import Resource
+from aimd.runtime.controller import Controller, Reconcile
+from aimd.runtime.health import Checks, bound_port, health_app, metrics_app, serve
+from aimd.runtime.informer import Informer
+from aimd.settings import Settings, parse_bind_address
+
+log = logging.getLogger(__name__)
+
+
+class Manager:
+    def __init__(
+        self,
+        client: KubeClient,
+        settings: Settings | None = None,
+        *,
+        handle_signals: bool = True,
+    ) -> None:
+        self.client = client
+        self.settings = settings or Settings()
+        self.handle_signals = handle_signals
+        self._informers: dict[tuple[Hashable, ...], Informer] = {}
+        self._controllers: list[Controller[Any]] = []
+        self.elector: LeaderElector | None = None
+        if self.settings.leader_elect:
+            assert self.settings.leader_election_namespace  # Settings.validate() checked it
+            self.elector = LeaderElector(
+                client,
+                self.settings.leader_election_namespace,
+                self.settings.leader_election_id,
+                self.settings.leader_election_identity,
+                lease_duration=self.settings.lease_duration,
+                renew_deadline=self.settings.renew_deadline,
+                retry_period=self.settings.retry_period,
+            )
+        self.checks = Checks(
+            lambda: list(self._informers.values()), self.settings.watch_stall_timeout
+        )
+        self.metrics_port: int | None = None
+        self.health_port: int | None = None
+        self._stopping: asyncio.Event | None = None
+        self._leading = asyncio.Event()
+        self._group: asyncio.TaskGroup | None = None
+        self._informer_tasks: list[asyncio.Task[None]] = []
+        self._workers: asyncio.TaskGroup | None = None
+
+    # -- declaring ----------------------------------------------------------------------------
+
+    def informer(
+        self, resource: Resource, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> Informer:
+        """The shared informer for ``resource`` (in ``namespace``, else everywhere); the same
+        object for the same arguments. One created while running starts at once."""
+        key = (resource, namespace, label_selector)
+        informer = self._informers.get(key)
+        if informer is None:
+            informer = Informer(self.client, resource, namespace, label_selector=label_selector)
+            self._informers[key] = informer
+            if self._group is not None:
+                self._start_informer(informer)
+        return informer
+
+    def _start_informer(self, informer: Informer) -> None:
+        assert self._group is not None
+        task = self._group.create_task(informer.run(), name=f"informer {informer.name}")
+        self._informer_tasks.append(task)
+
+    def controller(
+        self, name: str, reconcile: Reconcile[Any], workers: int | None = None
+    ) -> Controller[Any]:
+        """A controller whose workers run while this replica leads (``workers`` defaults to
+        ``--workers``). Names must be unique: they label the metrics."""
+        if any(c.name == name for c in self._controllers):
+            raise ValueError(f"a controller named {name!r} exists already")
+        controller: Controller[Any] = Controller(name, reconcile, workers or self.settings.workers)
+        self._controllers.append(controller)
+        if self._workers is not None:
+            self._workers.create_task(controller.run(), name=f"controller {name}")
+        return controller
+
+    # -- state --------------------------------------------------------------------------------
+
+    @property
+    def informers(self) -> list[Informer]:
+        return list(self._informers.values())
+
+    @property
+    def controllers(self) -> list[Controller[Any]]:
+        return list(self._controllers)
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this replica's controllers may write (always, without leader election)."""
+        return self._leading.is_set()
+
+    async def wait_leader(self) -> None:
+        await self._leading.wait()
+
+    @property
+    def ready(self) -> bool:
+        return self.checks.ready()[0]
+
+    def stop(self) -> None:
+        """Asks :meth:`run` to shut down gracefully (what SIGTERM does)."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._stopping = asyncio.Event()
+        runners = await self._start_servers()
+        self._trap_signals(True)
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                for informer in self._informers.values():
+                    self._start_informer(informer)
+                control = group.create_task(self._control(), name="control")
+                await self._stopping.wait()
+                log.info("manager: stopping")
+                await self._drain()
+                control.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await control
+                if self.elector is not None and self.settings.leader_election_release_on_cancel:
+                    await self.elector.release()
+                self._leading.clear()
+                for task in self._informer_tasks:
+                    task.cancel()
+        except BaseExceptionGroup as group_error:
+            lost = _first(group_error, LeadershipLost)
+            if lost is not None:
+                self._leading.clear()
+                raise lost from None
+            raise
+        finally:
+            self._group = None
+            self._informer_tasks.clear()
+            self._trap_signals(False)
+            for runner in runners:
+                await runner.cleanup()
+        log.info("manager: stopped")
+
+    async def _control(self) -> None:
+        """Campaign, then run the workers while leading; LeadershipLost cancels them all."""
+        if self.elector is not None:
+            await self.elector.acquire()
+        self._leading.set()
+        await asyncio.gather(*(informer.wait_synced() for informer in self._informers.values()))
+        log.info("manager: leading and synced, starting %d controllers", len(self._controllers))
+        async with asyncio.TaskGroup() as workers:
+            self._workers = workers
+            for controller in self._controllers:
+                workers.create_task(controller.run(), name=f"controller {controller.name}")
+            try:
+                if self.elector is not None:
+                    await self.elector.hold()
+                else:
+                    await asyncio.Event().wait()
+            except LeadershipLost:
+                log.error("manager: leadership lost; stopping every controller now")
+                self._leading.clear()
+                raise
+            finally:
+                self._workers = None
+
+    async def _drain(self) -> None:
+        grace = self.settings.shutdown_grace
+        results = await asyncio.gather(*(c.drain(grace) for c in self._controllers))
+        if not all(results):
+            log.warning("manager: cancelling reconciles still running after %.0fs", grace)
+
+    async def _start_servers(self) -> list[web.AppRunner]:
+        runners = []
+        metrics = parse_bind_address(self.settings.metrics_bind_address)
+        if metrics is not None:
+            runner = await serve(metrics_app(), *metrics)
+            self.metrics_port = bound_port(runner)
+            runners.append(runner)
+        health = parse_bind_address(self.settings.health_probe_bind_address)
+        if health is not None:
+            runner = await serve(health_app(self.checks), *health)
+            self.health_port = bound_port(runner)
+            runners.append(runner)
+        return runners
+
+    def _trap_signals(self, install: bool) -> None:
+        if not self.handle_signals:
+            return
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                if install:
+                    loop.add_signal_handler(signum, self.stop)
+                else:
+                    loop.remove_signal_handler(signum)
+
+
+def _first(group: BaseExceptionGroup[Any], kind: type[LeadershipLost]) -> LeadershipLost | None:
+    """The first ``kind`` among the leaves of a (nested) exception group."""
+    for error in group.exceptions:
+        if isinstance(error, kind):
+            return error
+        if isinstance(error, BaseExceptionGroup):
+            found = _first(error, kind)
+            if found is not None:
+                return found
+    return None

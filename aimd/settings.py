@@ -1,0 +1,166 @@
+"""The controller's settings: one frozen object, from flags, else environment, else defaults.
+
+Flag names follow kubebuilder's scaffolding (``--metrics-bind-address``, ``--leader-elect``, ...)
+so manifests written for Go operators carry over. Every flag can also come from the environment
+as ``AIMD_<FLAG_NAME>`` (``AIMD_LEADER_ELECT=true``); a flag on the command line wins. The
+leader-election namespace defaults to ``$POD_NAMESPACE`` and the identity to ``$POD_NAME``
+(both set through the downward API in the manifests).
+
+Bind addresses are Go-style: ``:8080`` is every interface, ``127.0.0.1:8080`` one, ``0``
+disables the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+
+ENV_PREFIX = "AIMD_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    kubeconfig: str | None = None
+    metrics_bind_address: str = ":8080"
+    health_probe_bind_address: str = ":8081"
+    leader_elect: bool = False
+    leader_election_namespace: str | None = None
+    leader_election_id: str = "aimd-leader"
+    leader_election_release_on_cancel: bool = True
+    leader_election_identity: str = field(
+        default_factory=lambda: f"{socket.gethostname()}_{uuid.uuid4()}"
+    )
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    workers: int = 4
+    watch_stall_timeout: float = 300.0
+    shutdown_grace: float = 30.0
+    log_level: str = "info"
+
+    @classmethod
+    def from_args(
+        cls, args: argparse.Namespace, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Settings from parsed flags (see :func:`add_arguments`) and the environment."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for item in fields(cls):
+            flag_value = getattr(args, item.name, None)
+            if flag_value is not None:
+                values[item.name] = flag_value
+                continue
+            raw = env.get(ENV_PREFIX + item.name.upper())
+            if raw is not None:
+                values[item.name] = _parse(item.name, raw)
+        if "leader_election_namespace" not in values and env.get("POD_NAMESPACE"):
+            values["leader_election_namespace"] = env["POD_NAMESPACE"]
+        if "leader_election_identity" not in values and env.get("POD_NAME"):
+            values["leader_election_identity"] = f"{env['POD_NAME']}_{uuid.uuid4()}"
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    @classmethod
+    def parse(cls, argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        return cls.from_args(parser.parse_args(list(argv)), environ)
+
+    def validate(self) -> None:
+        if self.leader_elect and not self.leader_election_namespace:
+            raise ValueError("--leader-elect needs --leader-election-namespace (or $POD_NAMESPACE)")
+        if not self.lease_duration > self.renew_deadline > self.retry_period * 1.2:
+            raise ValueError(
+                "lease durations must satisfy lease-duration > renew-deadline > retry-period*1.2"
+            )
+        if self.workers < 1:
+            raise ValueError("--workers must be at least 1")
+        for address in (self.metrics_bind_address, self.health_probe_bind_address):
+            parse_bind_address(address)
+
+
+_BOOLEANS = {"leader_elect", "leader_election_release_on_cancel"}
+_FLOATS = {
+    "lease_duration",
+    "renew_deadline",
+    "retry_period",
+    "watch_stall_timeout",
+    "shutdown_grace",
+}
+_INTS = {"workers"}
+
+
+def _parse(name: str, raw: str) -> object:
+    if name in _BOOLEANS:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if name in _FLOATS:
+        return _duration(raw)
+    if name in _INTS:
+        return int(raw)
+    return raw
+
+
+def _duration(raw: str) -> float:
+    """Seconds, as a number or Go-style ``15s`` / ``2m`` / ``500ms``."""
+    text = raw.strip()
+    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(text[: -len(suffix)]) * scale
+    return float(text)
+
+
+def _bool(raw: str) -> bool:
+    return raw.strip().lower() in ("1", "true", "yes", "on", "")
+
+
+def parse_bind_address(address: str) -> tuple[str, int] | None:
+    """``":8080"`` → ``("0.0.0.0", 8080)``; ``"0"`` → None (disabled)."""
+    if address in ("0", ""):
+        return None
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"bind address {address!r} is not host:port")
+    return (host.strip("[]") or "0.0.0.0", int(port))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The controller's flags; unset flags stay None so the environment can fill them."""
+    add = parser.add_argument
+    add("--kubeconfig", help="kubeconfig path (default: in-cluster, else $KUBECONFIG)")
+    add("--metrics-bind-address", help="address of /metrics (default :8080; 0 disables)")
+    add("--health-probe-bind-address", help="address of /healthz, /readyz (default :8081)")
+    add(
+        "--leader-elect",
+        nargs="?",
+        const=True,
+        type=_bool,
+        help="elect a leader through a Lease so only one replica writes",
+    )
+    add("--leader-election-namespace", help="namespace of the Lease (default $POD_NAMESPACE)")
+    add("--leader-election-id", help="name of the Lease (default aimd-leader)")
+    add(
+        "--leader-election-release-on-cancel",
+        type=_bool,
+        help="give the lease up on shutdown so a standby takes over at once (default true)",
+    )
+    add("--leader-election-identity", help="this replica's identity (default $POD_NAME_<uuid>)")
+    add("--lease-duration", type=_duration, help="seconds a standby waits (default 15)")
+    add("--renew-deadline", type=_duration, help="seconds the leader retries renewal (default 10)")
+    add("--retry-period", type=_duration, help="seconds between election attempts (default 2)")
+    add("--workers", type=int, help="concurrent reconciles per controller (default 4)")
+    add(
+        "--watch-stall-timeout",
+        type=_duration,
+        help="seconds without news from a watch before /healthz fails (default 300)",
+    )
+    add(
+        "--shutdown-grace",
+        type=_duration,
+        help="seconds SIGTERM waits for running reconciles (default 30)",
+    )
+    add("--log-level", help="debug, info, warning or error (default info)")
