@@ -224,7 +224,7 @@ ALLOWED = [
     *cases("create patch", "", "events", "app"),
     *cases("create patch", "events.k8s.io", "events", "app"),
     *cases("get list watch", "", "namespaces", None),
-    *cases("get create update patch", "coordination.k8s.io", "leases", "own"),
+    *cases("get create update", "coordination.k8s.io", "leases", "own"),
 ]  # fmt: skip
 DENIED = [
     *cases("get list watch", "", "secrets", "app", "all", "own"),
@@ -243,6 +243,7 @@ DENIED = [
     *cases("bind escalate", RBAC, "roles", "app"),
     *cases("create", RBAC, ("clusterroles", "clusterrolebindings"), None),
     *cases("get", "coordination.k8s.io", "leases", "app"),
+    *cases("delete", "coordination.k8s.io", "leases", "own"),
     *cases("create", "apiextensions.k8s.io", "customresourcedefinitions", None),
     *cases("list", "networking.k8s.io", "ingresses", "app"),
 ]

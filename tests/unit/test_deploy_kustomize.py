@@ -179,7 +179,7 @@ def test_leader_election_is_limited_to_leases_in_aimds_namespace(objects: list[O
         {
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
-            "verbs": ["get", "create", "update", "patch"],
+            "verbs": ["get", "create", "update"],
         }
     ]
 
@@ -219,6 +219,7 @@ def test_probes_and_resources(manager: dict[str, Any]) -> None:
 def test_env_gives_the_namespace_and_the_download_image(manager: dict[str, Any]) -> None:
     env = {var["name"]: var for var in manager["env"]}
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert manager["image"] == "aimd:0.1.0"
     assert env["AIMD_IMAGE"]["value"] == manager["image"]
 
