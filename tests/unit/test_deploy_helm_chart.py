@@ -1,0 +1,89 @@
+"""The Helm chart without helm: the files it copies from manifests/ and dashboards/ are current,
+and its default values are what manifests/ installs. Rendering is tested in
+tests/integration/test_deploy_helm.py, which needs the helm binary."""
+
+from __future__ import annotations
+
+import filecmp
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.unit.test_deploy_alerts import RUNBOOK_BASE_URL
+from tests.unit.test_deploy_kustomize import one, render
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "aimd"
+# chart file or folder → the source it is a copy of
+COPIES = {
+    "crds": "manifests/crds",
+    "files/rules.yaml": "manifests/prometheus/rules.yaml",
+    "files/cluster_role.yaml": "manifests/rbac/cluster_role.yaml",
+    "files/dashboards": "dashboards",
+}
+
+
+def values() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
+    return loaded
+
+
+def chart() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    return loaded
+
+
+@pytest.mark.parametrize(("copy", "source"), COPIES.items())
+def test_copied_files_are_current(copy: str, source: str) -> None:
+    copied, original = CHART / copy, REPO / source
+    if original.is_dir():
+        comparison = filecmp.dircmp(copied, original)
+        assert comparison.left_only == comparison.right_only == [], f"cp {source}/* {copy}/"
+        (_, mismatch, errors) = filecmp.cmpfiles(
+            copied, original, comparison.common_files, shallow=False
+        )
+        assert mismatch == errors == [], f"cp {source}/* charts/aimd/{copy}/"
+    else:
+        assert filecmp.cmp(copied, original, shallow=False), f"cp {source} charts/aimd/{copy}"
+
+
+def test_chart_metadata() -> None:
+    meta = chart()
+    assert meta["apiVersion"] == "v2"
+    assert meta["name"] == "aimd"
+    assert meta["type"] == "application"
+    assert meta["appVersion"] == meta["version"]
+
+
+def test_defaults_install_what_manifests_install() -> None:
+    objects = render()
+    deployment = one(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    defaults = values()
+    assert defaults["replicaCount"] == deployment["spec"]["replicas"]
+    assert f"{defaults['image']['repository']}:{chart()['appVersion']}" == container["image"]
+    assert defaults["podSecurityContext"] == pod["securityContext"]
+    assert defaults["securityContext"] == container["securityContext"]
+    assert defaults["resources"] == container["resources"]
+    assert defaults["leaderElection"] == {"enabled": True, "id": "aimd-leader"}
+    assert defaults["metrics"]["port"] == 8080
+    assert defaults["health"]["port"] == 8081
+
+
+def test_conventional_values_are_there() -> None:
+    defaults = values()
+    for key in ("image", "imagePullSecrets", "replicaCount", "resources", "nodeSelector",
+                "tolerations", "affinity", "podSecurityContext", "securityContext",
+                "serviceAccount", "leaderElection", "metrics", "prometheusRule"):  # fmt: skip
+        assert key in defaults, key
+    assert set(defaults["metrics"]["serviceMonitor"]) >= {"enabled", "interval", "labels"}
+
+
+def test_runbook_links_can_be_moved() -> None:
+    """The PrometheusRule template replaces the rules file's base URL with the value."""
+    assert values()["prometheusRule"]["runbookBaseUrl"] == RUNBOOK_BASE_URL
+    template = (CHART / "templates" / "prometheusrule.yaml").read_text()
+    assert f'replace "{RUNBOOK_BASE_URL}" .Values.prometheusRule.runbookBaseUrl' in template
