@@ -21,14 +21,13 @@ one is logged and does not stop the others or the informer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from aimd.kube.client import KubeClient
 from aimd.kube.resources import Resource
-from aimd.kube.watch import Bookmark, Changed, Listed, Watcher
+from aimd.kube.watch import Listed, Watcher
 from aimd.runtime.index import Index, IndexFunc, key_of
 from aimd.runtime.metrics import InformerMetrics
 
@@ -60,7 +59,7 @@ class Informer:
             client, resource, namespace, label_selector=label_selector
         )
         self.name = resource_label(resource) + (f"@{namespace}" if namespace else "")
-        self.metrics = InformerMetrics(resource_label(resource))
+        self.metrics = InformerMetrics(resource_label(resource), self.watcher)
         self._handlers: list[Handler] = []
         self._synced = asyncio.Event()
 
@@ -99,33 +98,32 @@ class Informer:
 
     async def run(self) -> None:
         """Lists and watches until cancelled."""
-        async with contextlib.aclosing(self.watcher.events()) as items:
-            async for item in items:
-                self.metrics.heard()
-                if isinstance(item, Changed):
-                    self._on_change(item)
-                elif isinstance(item, Listed):
-                    self._on_list(item)
-                elif isinstance(item, Bookmark):
-                    self.metrics.event("bookmark")
+        await self.watcher.run(self)
 
-    def _on_change(self, change: Changed) -> None:
-        obj = change.object
-        if change.type == "DELETED":
+    # -- the watcher's sink: store first, then tell the handlers ------------------------------
+
+    def changed(self, event_type: str, obj: Object) -> None:
+        if event_type == "DELETED":
             self.index.remove(key_of(obj))
-            self.metrics.event("deleted")
+            self.metrics.count("deleted")
             self._dispatch("DELETED", obj, None)
             return
         old = self.index.apply(obj)
-        event_type = "ADDED" if old is None else "MODIFIED"
-        self.metrics.event(event_type)
-        self._dispatch(event_type, old, obj)
+        if old is None:
+            self.metrics.count("added")
+            self._dispatch("ADDED", None, obj)
+        else:
+            self.metrics.count("modified")
+            self._dispatch("MODIFIED", old, obj)
 
-    def _on_list(self, listed: Listed) -> None:
+    def bookmark(self, resource_version: str) -> None:
+        self.metrics.count("bookmark")
+
+    def listed(self, listed: Listed) -> None:
         self.metrics.relisted(listed.reason)
         changes = self.index.replace(listed.items)
         for event_type, old, new in changes:
-            self.metrics.event(event_type)
+            self.metrics.count(event_type.lower())
             self._dispatch(event_type, old, new)
         if not self._synced.is_set():
             log.info("%s synced: %d objects", self.name, len(self.index))

@@ -10,9 +10,13 @@ the process collector, and are served by the manager at ``/metrics``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 import aimd.kube.metrics  # noqa: F401  (switches _created series off before anything is made)
 
@@ -117,25 +121,87 @@ WORKQUEUE_RETRIES = Counter(
 INFORMER_EVENT_TYPES = ("added", "modified", "deleted", "bookmark")
 INFORMER_RELIST_REASONS = ("initial", "expired", "error")
 
-INFORMER_EVENTS = Counter(
-    "aim_informer_events_total",
-    "Watch events an informer applied to its index, by resource and event type (relists count "
-    "the changes they found).",
-    ["resource", "type"],
-    registry=REGISTRY,
-)
-INFORMER_RELISTS = Counter(
-    "aim_informer_relists_total",
-    "Full lists an informer made: initial, after 410 Gone (expired), or after a watch error.",
-    ["resource", "reason"],
-    registry=REGISTRY,
-)
-INFORMER_LAST_EVENT = Gauge(
-    "aim_informer_last_event_timestamp_seconds",
-    "Unix time of the last event, bookmark or list an informer received from the API server.",
-    ["resource"],
-    registry=REGISTRY,
-)
+
+class Progress(Protocol):
+    last_progress: float  # time.monotonic() of the last news from the API server
+
+
+class InformerMetrics:
+    """One informer's counts, kept as plain integers (an informer may apply tens of thousands of
+    events a second; a prometheus_client counter takes a lock per increment) and turned into
+    samples at scrape time by :class:`InformerCollector`."""
+
+    def __init__(self, resource: str, progress: Progress) -> None:
+        self.resource = resource
+        self.progress = progress
+        self.events = dict.fromkeys(INFORMER_EVENT_TYPES, 0)
+        self.relists = dict.fromkeys(INFORMER_RELIST_REASONS, 0)
+        INFORMERS.add(self)
+
+    def count(self, event_type: str) -> None:
+        self.events[event_type] += 1
+
+    def relisted(self, reason: str) -> None:
+        self.relists[reason] += 1
+
+    def last_event_timestamp(self) -> float:
+        """Unix time of ``progress.last_progress`` (kept on the monotonic clock)."""
+        return time.time() - (time.monotonic() - self.progress.last_progress)
+
+
+INFORMERS: weakref.WeakSet[InformerMetrics] = weakref.WeakSet()
+
+
+class InformerCollector(Collector):
+    """``aim_informer_*`` from every live informer; informers of one resource (several
+    namespaces, several managers in one process) are summed, their last event is the latest."""
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()[:0]
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families()
+
+    def _families(self) -> list[Metric]:
+        events = CounterMetricFamily(
+            "aim_informer_events",
+            "Changes an informer applied to its index, by resource and type (watch events, and "
+            "the changes a relist found; bookmarks counted too).",
+            labels=["resource", "type"],
+        )
+        relists = CounterMetricFamily(
+            "aim_informer_relists",
+            "Full lists an informer made: initial, after 410 Gone (expired), or after an error.",
+            labels=["resource", "reason"],
+        )
+        last = GaugeMetricFamily(
+            "aim_informer_last_event_timestamp_seconds",
+            "Unix time an informer last heard from the API server (list, event, bookmark, or "
+            "watch opened or ended by the server).",
+            labels=["resource"],
+        )
+        event_counts: dict[tuple[str, str], int] = {}
+        relist_counts: dict[tuple[str, str], int] = {}
+        latest: dict[str, float] = {}
+        for informer in list(INFORMERS):
+            for kind, value in informer.events.items():
+                key = (informer.resource, kind)
+                event_counts[key] = event_counts.get(key, 0) + value
+            for reason, value in informer.relists.items():
+                key = (informer.resource, reason)
+                relist_counts[key] = relist_counts.get(key, 0) + value
+            stamp = informer.last_event_timestamp()
+            latest[informer.resource] = max(stamp, latest.get(informer.resource, 0.0))
+        for (resource, kind), value in sorted(event_counts.items()):
+            events.add_metric([resource, kind], value)
+        for (resource, reason), value in sorted(relist_counts.items()):
+            relists.add_metric([resource, reason], value)
+        for resource, stamp in sorted(latest.items()):
+            last.add_metric([resource], stamp)
+        return [events, relists, last]
+
+
+REGISTRY.register(InformerCollector())
 
 
 class WorkqueueMetrics:
@@ -190,19 +256,3 @@ class ReconcileMetrics:
         self._time.observe(seconds)
         if result == "error":
             self._errors.inc()
-
-
-class InformerMetrics:
-    def __init__(self, resource: str) -> None:
-        self._events = {t: INFORMER_EVENTS.labels(resource, t) for t in INFORMER_EVENT_TYPES}
-        self._relists = {r: INFORMER_RELISTS.labels(resource, r) for r in INFORMER_RELIST_REASONS}
-        self._last = INFORMER_LAST_EVENT.labels(resource)
-
-    def event(self, event_type: str) -> None:
-        self._events[event_type.lower()].inc()
-
-    def relisted(self, reason: str) -> None:
-        self._relists[reason].inc()
-
-    def heard(self) -> None:
-        self._last.set(time.time())
