@@ -7,9 +7,14 @@ for Go operators work unchanged) and aimd's own `aim_` metrics.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import re
 
 import pytest
+from prometheus_client import REGISTRY
+
+import aimd
 
 COUNTERS_AND_GAUGES = frozenset(
     {
@@ -57,6 +62,11 @@ KNOWN_METRICS = (
     COUNTERS_AND_GAUGES
     | SYNTHETIC
     | {f"{name}{suffix}" for name in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
+)
+
+# Issue 6 item 1: written separately from the runtime's metrics.
+CACHE_METRICS = frozenset(
+    name for name in KNOWN_METRICS if name.startswith("aim_") and "informer" not in name
 )
 
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
@@ -134,3 +144,27 @@ def test_histograms_and_plain_metrics_do_not_overlap() -> None:
     assert all(
         name.startswith(("controller_runtime_", "workqueue_", "aim_")) for name in HISTOGRAMS
     )
+
+
+def exported_metrics() -> set[str]:
+    """The sample names of every metric that importing aimd's modules registers."""
+    for module in pkgutil.walk_packages(aimd.__path__, "aimd."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
+    names = set()
+    for family in REGISTRY.collect():
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+        names |= {family.name + suffix for suffix in suffixes.get(family.type, ("",))}
+    return names
+
+
+def test_aimd_exports_the_controller_runtime_and_informer_metrics() -> None:
+    missing = KNOWN_METRICS - CACHE_METRICS - SYNTHETIC - exported_metrics()
+    assert not missing, f"dashboards and alerts use metrics aimd does not export: {missing}"
+
+
+def test_aimd_exports_the_cache_metrics() -> None:
+    exported = exported_metrics() & CACHE_METRICS
+    if not exported:
+        pytest.skip("the cache metrics (issue 6 item 1) are not written yet")
+    assert exported == CACHE_METRICS, f"missing: {CACHE_METRICS - exported}"
