@@ -133,7 +133,7 @@ class ServiceAccountCredentials:
     server_hostname: str | None = None
     proxy: str | None = None
     _token: str | None = None
-    _stamp: tuple[float, int] | None = None
+    _stamp: tuple[int, int, int] | None = None
 
     @classmethod
     def load(cls, directory: Path = SERVICE_ACCOUNT_DIR) -> ServiceAccountCredentials:
@@ -159,7 +159,7 @@ class ServiceAccountCredentials:
     async def authorization(self) -> str | None:
         # A stat per request is cheap next to the request, and sees a rotation at once.
         stat = self.token_file.stat()
-        stamp = (stat.st_mtime, stat.st_ino)
+        stamp = (stat.st_mtime_ns, stat.st_ino, stat.st_size)
         if self._token is None or stamp != self._stamp:
             self._token = self.token_file.read_text().strip()
             self._stamp = stamp

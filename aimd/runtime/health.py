@@ -15,16 +15,26 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from aimd.runtime.informer import Informer
+
+class Watched(Protocol):
+    """What the probes read from an informer."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def synced(self) -> bool: ...
+    @property
+    def last_progress(self) -> float: ...
 
 
 @dataclass
 class Checks:
-    informers: Callable[[], Sequence[Informer]]
+    informers: Callable[[], Sequence[Watched]]
     stall_timeout: float
     clock: Callable[[], float] = time.monotonic
 
