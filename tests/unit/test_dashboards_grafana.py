@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.test_deploy_metrics import KNOWN_METRICS, metric_names
+from tests.unit.test_deploy_metrics import KNOWN_METRICS, metric_names, unknown_labels
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 CONTROLLER = DASHBOARDS / "aimd-controller.json"
@@ -118,6 +118,7 @@ def test_every_query_uses_only_metrics_aimd_exports(path: Path) -> None:
         used = metric_names(expr)
         assert used, expr
         assert used <= KNOWN_METRICS, f"unknown metrics {used - KNOWN_METRICS} in {expr}"
+        assert not unknown_labels(expr), f"labels no metric has: {unknown_labels(expr)} in {expr}"
 
 
 def test_controller_dashboard_works_for_any_controller_runtime_operator() -> None:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.unit.test_deploy_metrics import KNOWN_METRICS, metric_names
+from tests.unit.test_deploy_metrics import KNOWN_METRICS, metric_names, unknown_labels
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "manifests" / "prometheus" / "rules.yaml"
@@ -119,6 +119,7 @@ def test_every_alert_uses_only_metrics_aimd_exports_and_selects_aimd(rule: dict[
     used = metric_names(rule["expr"])
     assert used, rule["expr"]
     assert used <= KNOWN_METRICS, f"unknown metrics {used - KNOWN_METRICS}"
+    assert not unknown_labels(rule["expr"]), f"labels no metric has: {unknown_labels(rule['expr'])}"
     selectors = re.findall(r"\b[a-z_:]+\{([^}]*)\}", rule["expr"])
     assert selectors, rule["expr"]
     assert all('job="aimd"' in selector for selector in selectors), rule["expr"]

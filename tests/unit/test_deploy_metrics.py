@@ -10,44 +10,53 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+import sys
 
 import pytest
 from prometheus_client import REGISTRY
+from prometheus_client.metrics import MetricWrapperBase
 
 import aimd
 
-COUNTERS_AND_GAUGES = frozenset(
-    {
-        "controller_runtime_reconcile_total",
-        "controller_runtime_reconcile_errors_total",
-        "controller_runtime_active_workers",
-        "controller_runtime_max_concurrent_reconciles",
-        "workqueue_depth",
-        "workqueue_adds_total",
-        "workqueue_retries_total",
-        "workqueue_unfinished_work_seconds",
-        "workqueue_longest_running_processor_seconds",
-        "rest_client_requests_total",
-        "leader_election_master_status",
-        "process_cpu_seconds_total",
-        "process_resident_memory_bytes",
-        "aim_informer_events_total",
-        "aim_informer_relists_total",
-        "aim_informer_last_event_timestamp_seconds",
-        "aim_model_caches",
-        "aim_template_caches",
-        "aim_model_cache_bytes",
-        "aim_download_progress_ratio",
-        "aim_download_throughput_bytes_per_second",
-        "aim_model_cache_next_retry_timestamp_seconds",
-        "aim_download_bytes_total",
-        "aim_downloads_started_total",
-        "aim_downloads_succeeded_total",
-        "aim_downloads_failed_total",
-        "aim_download_retries_total",
-        "aim_cache_requests_total",
-    }
-)
+WORKQUEUE = frozenset({"name", "controller"})
+# Every series' labels as aimd exports them (histograms: the labels besides `le`).
+METRICS: dict[str, frozenset[str]] = {
+    name: frozenset(labels)
+    for name, labels in {
+        "controller_runtime_reconcile_total": {"controller", "result"},
+        "controller_runtime_reconcile_errors_total": {"controller"},
+        "controller_runtime_reconcile_time_seconds": {"controller"},
+        "controller_runtime_active_workers": {"controller"},
+        "controller_runtime_max_concurrent_reconciles": {"controller"},
+        "workqueue_depth": WORKQUEUE,
+        "workqueue_adds_total": WORKQUEUE,
+        "workqueue_queue_duration_seconds": WORKQUEUE,
+        "workqueue_work_duration_seconds": WORKQUEUE,
+        "workqueue_retries_total": WORKQUEUE,
+        "workqueue_unfinished_work_seconds": WORKQUEUE,
+        "workqueue_longest_running_processor_seconds": WORKQUEUE,
+        "rest_client_requests_total": {"code", "method", "host"},
+        "leader_election_master_status": {"name"},
+        "process_cpu_seconds_total": set(),
+        "process_resident_memory_bytes": set(),
+        "aim_informer_events_total": {"resource", "type"},
+        "aim_informer_relists_total": {"resource", "reason"},
+        "aim_informer_last_event_timestamp_seconds": {"resource"},
+        "aim_model_caches": {"namespace", "status"},
+        "aim_template_caches": {"namespace", "status"},
+        "aim_model_cache_bytes": {"namespace"},
+        "aim_download_progress_ratio": {"namespace", "model_cache"},
+        "aim_download_throughput_bytes_per_second": {"namespace", "model_cache"},
+        "aim_model_cache_next_retry_timestamp_seconds": {"namespace", "model_cache"},
+        "aim_download_bytes_total": {"namespace"},
+        "aim_downloads_started_total": {"namespace"},
+        "aim_downloads_succeeded_total": {"namespace"},
+        "aim_downloads_failed_total": {"namespace", "reason"},
+        "aim_download_retries_total": {"namespace"},
+        "aim_cache_requests_total": {"namespace", "result"},
+        "aim_model_cache_time_to_available_seconds": {"namespace"},
+    }.items()
+}
 HISTOGRAMS = frozenset(
     {
         "controller_runtime_reconcile_time_seconds",
@@ -58,8 +67,21 @@ HISTOGRAMS = frozenset(
 )
 # `up` is not exported by aimd: Prometheus records it for every scrape.
 SYNTHETIC = frozenset({"up"})
+# What Prometheus adds to every series it scrapes (the ServiceMonitor; docs/runbooks.md for a
+# plain scrape config).
+TARGET_LABELS = frozenset({"job", "instance", "namespace", "pod"})
+
+
+def series_labels(name: str) -> frozenset[str]:
+    """The labels a series of that name carries once scraped."""
+    base = re.sub(r"_(bucket|sum|count)$", "", name)
+    if base in HISTOGRAMS:
+        return METRICS[base] | TARGET_LABELS | ({"le"} if name.endswith("_bucket") else set())
+    return METRICS.get(name, frozenset()) | TARGET_LABELS
+
+
 KNOWN_METRICS = (
-    COUNTERS_AND_GAUGES
+    frozenset(METRICS.keys() - HISTOGRAMS)
     | SYNTHETIC
     | {f"{name}{suffix}" for name in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
 )
@@ -113,6 +135,22 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
+def label_names(expr: str) -> set[str]:
+    """The label names an expression matches on or groups by."""
+    text = _STRINGS.sub('""', expr)
+    names = {match.group(1) for match in re.finditer(r"([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)", text)}
+    for group in _GROUPING.finditer(_VARIABLES.sub("", text)):
+        inside = group.group()[group.group().index("(") + 1 : -1]
+        names |= {label.strip() for label in inside.split(",") if label.strip()}
+    return names
+
+
+def unknown_labels(expr: str) -> set[str]:
+    """Labels the expression uses that none of its metrics carry."""
+    carried = set().union(*(series_labels(name) for name in metric_names(expr)))
+    return label_names(expr) - carried
+
+
 @pytest.mark.parametrize(
     ("expr", "expected"),
     [
@@ -139,8 +177,29 @@ def test_metric_names_finds_exactly_the_selected_metrics(expr: str, expected: se
     assert metric_names(expr) == expected
 
 
-def test_histograms_and_plain_metrics_do_not_overlap() -> None:
-    assert not HISTOGRAMS & COUNTERS_AND_GAUGES
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ('sum by (c, le) (rate(x_bucket{job="a", name=~"b"}[5m]))', {"c", "le", "job", "name"}),
+        ("a / on (x) group_left (y) b", {"x", "y"}),
+        ('label_replace(m, "dst", "$1", "src", "(.*)")', set()),
+    ],
+)  # fmt: skip
+def test_label_names_finds_matchers_and_groupings(expr: str, expected: set[str]) -> None:
+    assert label_names(expr) == expected
+
+
+def test_unknown_labels_are_found() -> None:
+    assert unknown_labels("sum by (controller) (workqueue_depth)") == set()
+    assert unknown_labels("sum by (queue) (workqueue_depth)") == {"queue"}
+    assert (
+        unknown_labels('sum by (le) (rate(workqueue_work_duration_seconds_bucket{pod="p"}[1m]))')
+        == set()
+    )
+
+
+def test_histograms_are_in_the_contract() -> None:
+    assert METRICS.keys() >= HISTOGRAMS
     assert all(
         name.startswith(("controller_runtime_", "workqueue_", "aim_")) for name in HISTOGRAMS
     )
@@ -168,3 +227,29 @@ def test_aimd_exports_the_cache_metrics() -> None:
     if not exported:
         pytest.skip("the cache metrics (issue 6 item 1) are not written yet")
     assert exported == CACHE_METRICS, f"missing: {CACHE_METRICS - exported}"
+
+
+def registered() -> dict[str, frozenset[str]]:
+    """Label names by metric name (counters without `_total`) of what aimd registers: declared
+    ones for prometheus_client's metric objects, those of the current samples for collectors
+    that build their families at scrape time."""
+    exported_metrics()
+    found: dict[str, frozenset[str]] = {}
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith("aimd."):
+            for value in vars(module).values():
+                if isinstance(value, MetricWrapperBase):
+                    found[value._name] = frozenset(value._labelnames)
+    for family in REGISTRY.collect():
+        for sample in family.samples:
+            found.setdefault(family.name, frozenset(set(sample.labels) - {"le"}))
+    return found
+
+
+def test_aimd_exports_the_labels_dashboards_and_alerts_rely_on() -> None:
+    contract = {re.sub(r"_total$", "", name): labels for name, labels in METRICS.items()}
+    found = registered()
+    assert "controller_runtime_reconcile" in found
+    for name, labels in found.items():
+        if name in contract:
+            assert labels == contract[name], f"{name}: {sorted(labels)} != {sorted(contract[name])}"
