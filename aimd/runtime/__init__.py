@@ -55,9 +55,13 @@ Contracts:
 - ``controller.enqueue(key)``, ``controller.enqueue_after(key, seconds)``: callable any time,
   from handlers or reconcilers, leader or not.
 - ``manager.client`` (the KubeClient), ``manager.is_leader``, ``await manager.wait_leader()``.
+- ``manager.events.normal(obj, reason, note)`` / ``.warning(...)``: a Kubernetes Event about
+  ``obj``, written in the background (never blocks or raises; repeats fold into one Event's
+  ``series``). See :mod:`.events`.
 
-Modules: :mod:`.index` (store + secondary indexes), :mod:`.informer`, :mod:`.queue` (work queue
-and injectable clock), :mod:`.controller`, :mod:`.manager`, :mod:`.metrics`, :mod:`.health`.
+Modules: :mod:`.index` (store + secondary indexes), :mod:`.informer`, :mod:`.queue` (work queue),
+:mod:`.clock` (injectable time), :mod:`.ratelimit`, :mod:`.controller`, :mod:`.events`,
+:mod:`.manager`, :mod:`.metrics`, :mod:`.health`. Settings: :mod:`aimd.settings`.
 """
 
 from aimd.runtime.controller import Controller, Result

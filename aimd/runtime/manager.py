@@ -32,6 +32,7 @@ from aimd.kube.client import KubeClient
 from aimd.kube.lease import LeaderElector, LeadershipLost
 from aimd.kube.resources import Resource
 from aimd.runtime.controller import Controller, Reconcile
+from aimd.runtime.events import EventRecorder
 from aimd.runtime.health import Checks, bound_port, health_app, metrics_app, serve
 from aimd.runtime.informer import Informer
 from aimd.settings import Settings, parse_bind_address
@@ -46,6 +47,7 @@ class Manager:
         settings: Settings | None = None,
         *,
         handle_signals: bool = True,
+        component: str = "aimd",
     ) -> None:
         self.client = client
         self.settings = settings or Settings()
@@ -64,6 +66,7 @@ class Manager:
                 renew_deadline=self.settings.renew_deadline,
                 retry_period=self.settings.retry_period,
             )
+        self.events = EventRecorder(client, component, self.settings.leader_election_identity)
         self.checks = Checks(
             lambda: list(self._informers.values()), self.settings.watch_stall_timeout
         )
@@ -148,12 +151,16 @@ class Manager:
                 for informer in self._informers.values():
                     self._start_informer(informer)
                 control = group.create_task(self._control(), name="control")
+                events = group.create_task(self.events.run(), name="events")
                 await self._stopping.wait()
                 log.info("manager: stopping")
                 await self._drain()
                 control.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await control
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.events.flush(), 5)
+                events.cancel()
                 if self.elector is not None and self.settings.leader_election_release_on_cancel:
                     await self.elector.release()
                 self._leading.clear()
