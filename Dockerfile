@@ -16,11 +16,13 @@ RUN pip --python /opt/aimd/bin/python install .
 
 # Run: the same Python and that environment, as an unprivileged user; no sources, no build tools.
 FROM ${PYTHON}
+# HOME is /tmp, the one writable place under a read-only root filesystem (an emptyDir).
 ENV PATH=/opt/aimd/bin:$PATH \
+    HOME=/tmp \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 RUN groupadd --gid 65532 aimd \
-    && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
+    && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /tmp \
        --shell /usr/sbin/nologin aimd
 COPY --from=build /opt/aimd /opt/aimd
 # Numeric, so the kubelet can check runAsNonRoot without reading /etc/passwd.

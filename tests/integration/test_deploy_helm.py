@@ -165,7 +165,7 @@ def test_more_than_one_replica_needs_leader_election(helm: Path) -> None:
     assert "leaderElection.enabled" in result.stderr
     single = template(helm, **{"leaderElection.enabled": "false", "replicaCount": "1"})
     assert "--leader-elect" not in manager(single)["args"]
-    assert "Role" not in {obj["kind"] for obj in single}
+    assert not {"Role", "PodDisruptionBudget"} & {obj["kind"] for obj in single}
 
 
 def test_metrics_can_be_switched_off(helm: Path) -> None:

@@ -44,6 +44,9 @@ CLUSTER_ROLE_BINDINGS = Resource(
 SERVICE_MONITORS = Resource(
     "monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor", True
 )
+POD_DISRUPTION_BUDGETS = Resource(
+    "policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", namespaced=True
+)
 PROMETHEUS_RULES = Resource(
     "monitoring.coreos.com", "v1", "prometheusrules", "PrometheusRule", True
 )
@@ -58,6 +61,7 @@ APPLY_ORDER = [
     ROLE_BINDINGS,
     SERVICES,
     DEPLOYMENTS,
+    POD_DISRUPTION_BUDGETS,
     SERVICE_MONITORS,
     PROMETHEUS_RULES,
 ]

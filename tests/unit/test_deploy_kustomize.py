@@ -23,6 +23,7 @@ NAMESPACED = {
     "Role",
     "RoleBinding",
     "Deployment",
+    "PodDisruptionBudget",
     "Service",
     "ServiceMonitor",
     "PrometheusRule",
@@ -134,6 +135,7 @@ def test_the_kustomization_holds_everything_aimd_needs(objects: list[Object]) ->
         ("ClusterRoleBinding", "", "aimd-manager"),
         ("Deployment", "aimd-system", "aimd-controller"),
         ("Namespace", "", "aimd-system"),
+        ("PodDisruptionBudget", "aimd-system", "aimd-controller"),
         ("PrometheusRule", "aimd-system", "aimd"),
         ("Role", "aimd-system", "aimd-leader-election"),
         ("RoleBinding", "aimd-system", "aimd-leader-election"),
@@ -189,6 +191,13 @@ def test_two_replicas_elect_a_leader(objects: list[Object], manager: dict[str, A
     assert manager["args"][0] == "run"
     assert "--leader-elect" in manager["args"]
     assert "--leader-election-id=aimd-leader" in manager["args"]
+
+
+def test_a_drain_leaves_a_replica_to_take_the_lease(objects: list[Object]) -> None:
+    budget = one(objects, "PodDisruptionBudget")["spec"]
+    assert budget["minAvailable"] == 1
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert budget["selector"]["matchLabels"].items() <= pod_labels.items()
 
 
 def test_the_pod_is_hardened(objects: list[Object], manager: dict[str, Any]) -> None:
