@@ -144,6 +144,17 @@ def test_release_aimd_installs_the_same_objects_as_manifests(helm: Path) -> None
         assert twin == obj, f"{identity(obj)} differs"
 
 
+def test_misspelt_or_mistyped_values_are_refused(helm: Path) -> None:
+    for setting, complaint in (
+        ("replicas=3", "additional properties 'replicas' not allowed"),
+        ("replicaCount=two", "/replicaCount"),
+        ("metrics.serviceMonitor.interval=often", "/metrics/serviceMonitor/interval"),
+    ):
+        result = helm_run(helm, "template", "aimd", str(CHART), f"--set={setting}")
+        assert result.returncode != 0, setting
+        assert complaint in result.stderr, result.stderr
+
+
 def test_optional_parts_are_off_by_default(helm: Path) -> None:
     kinds = {obj["kind"] for obj in template(helm)}
     assert not {"ServiceMonitor", "PrometheusRule", "ConfigMap"} & kinds

@@ -5,6 +5,7 @@ tests/integration/test_deploy_helm.py, which needs the helm binary."""
 from __future__ import annotations
 
 import filecmp
+import json
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,27 @@ def test_conventional_values_are_there() -> None:
                 "serviceAccount", "leaderElection", "metrics", "prometheusRule"):  # fmt: skip
         assert key in defaults, key
     assert set(defaults["metrics"]["serviceMonitor"]) >= {"enabled", "interval", "labels"}
+
+
+def schema_mismatches(value: Any, schema: dict[str, Any], where: str = "") -> list[str]:
+    """Keys of values.yaml the schema does not describe, and closed schema objects whose keys
+    values.yaml lacks (so every value is documented in both)."""
+    properties = schema.get("properties")
+    if properties is None or not isinstance(value, dict):
+        return []
+    problems = [f"{where}.{key}: not in the schema" for key in value.keys() - properties.keys()]
+    problems += [
+        f"{where}.{key}: no default" for key in properties.keys() - value.keys() - {"global"}
+    ]
+    for key in value.keys() & properties.keys():
+        problems += schema_mismatches(value[key], properties[key], f"{where}.{key}")
+    return problems
+
+
+def test_values_schema_describes_every_value() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["additionalProperties"] is False
+    assert schema_mismatches(values(), schema) == []
 
 
 def test_runbook_links_can_be_moved() -> None:
