@@ -223,7 +223,13 @@ class Watcher:
                 need_list = False
                 sink.listed(listed)
             try:
-                await self._watch(sink)
+                opened = time.monotonic()
+                delivered = await self._watch(sink)
+                if delivered == 0 and time.monotonic() - opened < 1.0:
+                    # A server that ends watches at once (a proxy cutting streams) must not turn
+                    # this loop into a hot loop: treat it as an error (client-go does too).
+                    log.info("watch of %s ended at once with nothing", self._what())
+                    await self.backoff.wait()
             except _Relist as relist:
                 need_list = True
                 reason = relist.reason
@@ -255,14 +261,21 @@ class Watcher:
                 continue_token=continue_token,
             )
             self._progress()
+            # Items of a List carry no apiVersion and kind (the List does); watch events do.
+            # Stored objects look the same whichever way they came, so owner references and
+            # Events can be built from any of them.
+            api_version, kind = self.resource.api_version, self.resource.kind
             for obj in page.get("items") or ():
+                obj.setdefault("apiVersion", api_version)
+                obj.setdefault("kind", kind)
                 items.append(strip(obj))
             metadata = page.get("metadata") or {}
             continue_token = metadata.get("continue")
             if not continue_token:
                 return Listed(items, str(metadata.get("resourceVersion", "")), reason)
 
-    async def _watch(self, sink: WatchSink) -> None:
+    async def _watch(self, sink: WatchSink) -> int:
+        """One watch request, until the server ends it; returns how many lines it delivered."""
         params = self._selectors()
         params.update(
             watch="true",
@@ -280,14 +293,18 @@ class Watcher:
                 self.connected = True
                 self._progress()
                 splitter = LineSplitter()
+                delivered = 0
                 async for chunk in response.content.iter_any():
                     self._progress()
                     for line in splitter.feed(chunk):
                         self._deliver(line, sink)
+                        delivered += 1
                 rest = splitter.tail()
                 if rest is not None:
                     self._deliver(rest, sink)
+                    delivered += 1
                 self._progress()
+                return delivered
         except ApiError as error:
             if resource_version_unusable(error):
                 raise _Relist("expired", unusable=True) from error

@@ -85,6 +85,9 @@ async def test_changes_reach_index_then_handlers_in_order(kube: KubeClient, name
     async with running(informer):
         assert informer.synced
         assert recorder.events == [("ADDED", "before", "0")]
+        listed = informer.index.get(f"{namespace}/before")
+        assert listed is not None
+        assert (listed["apiVersion"], listed["kind"]) == ("v1", "ConfigMap"), "as from a watch"
         assert [o["metadata"]["name"] for o in informer.index.by("app", "x")] == ["before"]
 
         await kube.create(CONFIG_MAPS, config_map("a", namespace, "1", app="x"))
