@@ -61,7 +61,8 @@ Contracts:
 
 Modules: :mod:`.index` (store + secondary indexes), :mod:`.informer`, :mod:`.queue` (work queue),
 :mod:`.clock` (injectable time), :mod:`.ratelimit`, :mod:`.controller`, :mod:`.events`,
-:mod:`.manager`, :mod:`.metrics`, :mod:`.health`. Settings: :mod:`aimd.settings`.
+:mod:`.manager`, :mod:`.metrics`, :mod:`.health`, :mod:`.app` (the process around a manager:
+``run_controllers(settings, setup)`` for ``aimd run``). Settings: :mod:`aimd.settings`.
 """
 
 from aimd.runtime.controller import Controller, Result

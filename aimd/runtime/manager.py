@@ -72,7 +72,7 @@ class Manager:
         )
         self.metrics_port: int | None = None
         self.health_port: int | None = None
-        self._stopping: asyncio.Event | None = None
+        self._stopping = asyncio.Event()
         self._leading = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
         self._informer_tasks: list[asyncio.Task[None]] = []
@@ -135,14 +135,15 @@ class Manager:
         return self.checks.ready()[0]
 
     def stop(self) -> None:
-        """Asks :meth:`run` to shut down gracefully (what SIGTERM does)."""
-        if self._stopping is not None:
-            self._stopping.set()
+        """Asks :meth:`run` to shut down gracefully (what SIGTERM does); before ``run`` it makes
+        ``run`` return at once."""
+        self._stopping.set()
 
     # -- running ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self._stopping = asyncio.Event()
+        """Runs until :meth:`stop` or SIGTERM (returns) or leadership is lost (raises
+        :class:`~aimd.kube.lease.LeadershipLost`). Once per manager."""
         runners = await self._start_servers()
         self._trap_signals(True)
         try:

@@ -314,3 +314,23 @@ def _config_map(name: str, namespace: str) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": namespace},
         "data": {"v": "1"},
     }
+
+
+async def test_serve_runs_a_set_up_manager_and_returns_its_exit_code(
+    control_plane: ControlPlane, namespace: str, tmp_path: Any
+) -> None:
+    from aimd.runtime.app import serve
+
+    declared: list[Manager] = []
+
+    def setup(manager: Manager) -> None:
+        manager.informer(CONFIG_MAPS, namespace)
+        declared.append(manager)
+        asyncio.get_running_loop().call_later(1.0, manager.stop)
+
+    config = settings(namespace, kubeconfig=str(control_plane.kubeconfig))
+    assert await serve(config, setup) == 0
+    assert declared[0].informers[0].synced
+
+    missing = settings(namespace, kubeconfig=str(tmp_path / "absent"))
+    assert await serve(missing, setup) == 2
