@@ -15,7 +15,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.test_deploy_metrics import KNOWN_METRICS, metric_names, unknown_labels
+from tests.unit.test_deploy_metrics import (
+    HISTOGRAMS,
+    KNOWN_METRICS,
+    METRICS,
+    metric_names,
+    unknown_labels,
+)
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 CONTROLLER = DASHBOARDS / "aimd-controller.json"
@@ -188,21 +194,96 @@ def test_failures_are_shown_by_reason() -> None:
     assert any("by (reason)" in expr for expr in exprs)
 
 
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.skip("promtool not installed (Debian: apt-get install prometheus)")
+    return path
+
+
+def filled_in(expr: str) -> str:
+    for variable, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    assert "$" not in expr, expr
+    return expr
+
+
+# One value per label, as aimd would export it; the cache metrics' namespace is the cache's.
+LABEL_VALUES = {
+    "controller": "modelcache", "name": "modelcache", "result": "reused", "code": "200",
+    "method": "GET", "host": "10.0.0.1:443", "resource": "aimmodelcaches", "type": "added",
+    "reason": "AuthFailed", "status": "Progressing", "model_cache": "llama", "namespace": "ml",
+}  # fmt: skip
+TARGET = {"job": "aimd", "instance": "10.0.0.1:8080", "pod": "aimd-0", "namespace": "aimd-system"}
+
+
+def aimd_like_series() -> list[dict[str, str]]:
+    """Two hours, one sample a minute, of one series per metric with every label of the
+    contract: counters grow, gauges hold, histograms observe into two buckets."""
+    series = []
+    for name, labels in METRICS.items():
+        values = {**TARGET, **{label: LABEL_VALUES[label] for label in labels}}
+        if name.endswith("_total"):
+            series.append((name, values, "0+10x120"))
+        elif name in HISTOGRAMS:
+            series += [
+                (f"{name}_bucket", {**values, "le": "1"}, "0+1x120"),
+                (f"{name}_bucket", {**values, "le": "+Inf"}, "0+2x120"),
+                (f"{name}_sum", values, "0+3x120"),
+                (f"{name}_count", values, "0+2x120"),
+            ]
+        else:
+            series.append((name, values, "1x120"))
+    series.append(("up", TARGET, "1x120"))
+    return [
+        {"series": name + "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}",
+         "values": values}
+        for name, labels, values in series
+    ]  # fmt: skip
+
+
 @ALL
 def test_promtool_parses_every_query(path: Path, tmp_path: Path) -> None:
     """Each query, with Grafana's variables filled in, as a recording rule promtool must accept."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed (Debian: apt-get install prometheus)")
-    rules = []
-    for number, expr in enumerate(queries(load(path))):
-        for variable, value in GRAFANA_VARIABLES.items():
-            expr = expr.replace(variable, value)
-        assert "$" not in expr, expr
-        rules.append({"record": f"dashboard:query_{number}", "expr": expr})
+    rules = [
+        {"record": f"dashboard:query_{number}", "expr": filled_in(expr)}
+        for number, expr in enumerate(queries(load(path)))
+    ]
     rules_file = tmp_path / "queries.yaml"
     rules_file.write_text(yaml.safe_dump({"groups": [{"name": path.stem, "rules": rules}]}))
     result = subprocess.run(
-        [promtool, "check", "rules", str(rules_file)], capture_output=True, text=True, check=False
+        [promtool(), "check", "rules", str(rules_file)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@ALL
+def test_every_query_returns_data_from_series_shaped_like_aimds(path: Path, tmp_path: Path) -> None:
+    """No panel silently empty because it matches, joins or groups on a label aimd's series do
+    not have: each query becomes an alert that fires when the query returns anything, and
+    promtool evaluates them over series with exactly the contract's labels."""
+    exprs = [filled_in(expr) for expr in queries(load(path))]
+    rules = [{"alert": f"Query{number}", "expr": f"count({expr}) > 0"}
+             for number, expr in enumerate(exprs)]  # fmt: skip
+    (tmp_path / "queries.yaml").write_text(
+        yaml.safe_dump({"groups": [{"name": path.stem, "rules": rules}]})
+    )
+    checks = [{"eval_time": "2h", "alertname": rule["alert"], "exp_alerts": [{"exp_labels": {}}]}
+              for rule in rules]  # fmt: skip
+    suite = {
+        "rule_files": ["queries.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": aimd_like_series(),
+                   "alert_rule_test": checks}],
+    }  # fmt: skip
+    (tmp_path / "queries_test.yaml").write_text(yaml.safe_dump(suite))
+    result = subprocess.run(
+        [promtool(), "test", "rules", "queries_test.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    empty = sorted({int(n) for n in re.findall(r"alertname: Query(\d+)", output)})
+    assert result.returncode == 0, "no data from:\n" + "\n".join(exprs[n] for n in empty)
