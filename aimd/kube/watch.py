@@ -236,7 +236,18 @@ class Watcher:
                 list_from = None if relist.unusable else self.resource_version
                 if not relist.unusable:
                     await self.backoff.wait()
-            except (aiohttp.ClientError, TimeoutError, TooManyRequests, ServerError) as error:
+            except TimeoutError as error:
+                if self.connected:
+                    # Silence past the inactivity timeout: reopen at once from where we are.
+                    # Not an error (an idle resource on a server that sends no bookmarks looks
+                    # the same), so it must not grow the backoff; a dead server shows itself
+                    # on the reconnect, which backs off.
+                    log.info("watch of %s silent for %.0fs; reopening", self._what(),
+                             self.inactivity_timeout)  # fmt: skip
+                    continue
+                log.info("watch of %s could not start: %r", self._what(), error)
+                await self.backoff.wait()
+            except (aiohttp.ClientError, TooManyRequests, ServerError) as error:
                 log.info("watch of %s interrupted: %r", self._what(), error)
                 if isinstance(error, TooManyRequests) and error.retry_after is not None:
                     await asyncio.sleep(min(error.retry_after, self.backoff.cap))

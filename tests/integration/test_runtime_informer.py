@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +16,7 @@ from prometheus_client import REGISTRY
 from aimd.dev.controlplane import ControlPlane
 from aimd.kube.client import KubeClient
 from aimd.kube.resources import CONFIG_MAPS
+from aimd.kube.watch import Watcher
 from aimd.runtime.index import label
 from aimd.runtime.informer import Informer
 from tests.support import eventually
@@ -226,3 +228,25 @@ async def test_deletions_while_away_are_seen_after_410(
 async def _async(value: Any) -> Any:
     """For ``eventually``: falsy values (empty sets too) mean "not yet"."""
     return value or None
+
+
+async def test_a_silent_watch_is_reopened_without_backing_off(
+    kube: KubeClient, namespace: str, caplog: Any
+) -> None:
+    informer = Informer(
+        kube,
+        CONFIG_MAPS,
+        namespace,
+        watcher=Watcher(kube, CONFIG_MAPS, namespace, inactivity_timeout=0.5),
+    )
+    recorder = Recorder(informer)
+    caplog.set_level(logging.INFO, logger="aimd.kube.watch")
+    async with running(informer):
+        await asyncio.sleep(2.0)
+        reopened = [r for r in caplog.records if "silent" in r.getMessage()]
+        assert len(reopened) >= 2
+        assert informer.watcher.backoff.next_delay() < 2 * informer.watcher.backoff.initial, (
+            "silence did not count as failures"
+        )
+        await kube.create(CONFIG_MAPS, config_map("late", namespace, "1"))
+        await eventually(lambda: _async("late" in recorder.names("ADDED")), what="late event")
