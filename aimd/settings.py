@@ -41,6 +41,7 @@ class Settings:
     watch_stall_timeout: float = 300.0
     shutdown_grace: float = 30.0
     log_level: str = "info"
+    image: str | None = None  # this controller's own image: the default for download Jobs
 
     @classmethod
     def from_args(
@@ -164,3 +165,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds SIGTERM waits for running reconciles (default 30)",
     )
     add("--log-level", help="debug, info, warning or error (default info)")
+    add("--image", help="this controller's image, run by download Jobs (env AIMD_IMAGE)")

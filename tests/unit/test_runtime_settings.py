@@ -27,6 +27,7 @@ def test_flags_win_over_environment_which_wins_over_defaults() -> None:
         "POD_NAMESPACE": "aimd-system",
         "POD_NAME": "aimd-0",
         "AIMD_LEASE_DURATION": "30s",
+        "AIMD_IMAGE": "registry/aimd:1",
     }
     settings = Settings.parse(["--workers", "2", "--renew-deadline", "20"], environ=environ)
     assert settings.workers == 2
@@ -36,6 +37,7 @@ def test_flags_win_over_environment_which_wins_over_defaults() -> None:
     assert settings.leader_election_identity.startswith("aimd-0_")
     assert settings.lease_duration == 30
     assert settings.renew_deadline == 20
+    assert settings.image == "registry/aimd:1"
 
 
 def test_bare_leader_elect_flag_turns_it_on() -> None:
