@@ -66,7 +66,9 @@ APPLY_ORDER = [
     PROMETHEUS_RULES,
 ]
 RESOURCES = {(resource.api_version, resource.kind): resource for resource in APPLY_ORDER}
-SYSTEM = "aimd-system"
+# The test cluster is shared: aimd's namespace and cluster role get names of their own here.
+SYSTEM = f"aimd-system-{secrets.token_hex(3)}"
+MANAGER = f"aimd-manager-{secrets.token_hex(3)}"
 ACCOUNT = "aimd-controller"
 FIELD_MANAGER = "aimd-deploy-test"
 
@@ -121,13 +123,18 @@ async def installed(
     """Everything in manifests/, applied in order; the cluster-wide parts removed afterwards."""
     control_plane.install_crd(monitoring_crd("servicemonitors", "ServiceMonitor"))
     control_plane.install_crd(monitoring_crd("prometheusrules", "PrometheusRule"))
-    objects = sorted(render(), key=lambda obj: APPLY_ORDER.index(resource_of(obj)))
+    renamed = (
+        json.dumps(render())
+        .replace('"aimd-system"', f'"{SYSTEM}"')
+        .replace('"aimd-manager"', f'"{MANAGER}"')
+    )
+    objects = sorted(json.loads(renamed), key=lambda obj: APPLY_ORDER.index(resource_of(obj)))
     for obj in objects:
         await apply(kube, obj)
     yield objects
     for resource, name in (
-        (CLUSTER_ROLE_BINDINGS, "aimd-manager"),
-        (CLUSTER_ROLES, "aimd-manager"),
+        (CLUSTER_ROLE_BINDINGS, MANAGER),
+        (CLUSTER_ROLES, MANAGER),
         (NAMESPACES, SYSTEM),
     ):
         with contextlib.suppress(NotFound):
