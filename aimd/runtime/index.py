@@ -82,17 +82,21 @@ class Index:
         return self._objects.get(f"{namespace}/{name}" if namespace else name)
 
     def list(self, namespace: str | None = None) -> Objects:
-        """Every object, or those of one namespace."""
+        """Every object (in arrival order), or those of one namespace (in key order)."""
         if namespace is None:
             return list(self._objects.values())
         return self.by(NAMESPACE_INDEX, namespace)
 
     def by(self, index_name: str, value: Hashable) -> Objects:
-        """Objects filed under ``value`` in index ``index_name`` (KeyError for an unknown index)."""
+        """Objects filed under ``value`` in index ``index_name``, in key order, so that a choice
+        among them ("the oldest", "the first") is the same on every replica and every restart.
+        KeyError for an undeclared index."""
         keys = self._entries[index_name].get(value)
         if not keys:
             return []
-        return [self._objects[key] for key in keys]
+        if len(keys) == 1:
+            return [self._objects[key] for key in keys]
+        return [self._objects[key] for key in sorted(keys)]
 
     def keys_by(self, index_name: str, value: Hashable) -> set[str]:
         return set(self._entries[index_name].get(value, ()))

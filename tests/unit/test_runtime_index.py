@@ -31,7 +31,7 @@ def test_secondary_index_follows_updates_and_deletes() -> None:
     index.add_index("uri", uri_index)
     index.apply(obj("a", spec={"sourceUri": "hf://x"}))
     index.apply(obj("b", spec={"sourceUri": "hf://x"}))
-    assert {o["metadata"]["name"] for o in index.by("uri", ("ns", "hf://x"))} == {"a", "b"}
+    assert [o["metadata"]["name"] for o in index.by("uri", ("ns", "hf://x"))] == ["a", "b"]
     index.apply(obj("a", rv="2", spec={"sourceUri": "hf://y"}))
     assert [o["metadata"]["name"] for o in index.by("uri", ("ns", "hf://x"))] == ["b"]
     assert [o["metadata"]["name"] for o in index.by("uri", ("ns", "hf://y"))] == ["a"]
