@@ -145,6 +145,21 @@ def test_the_kustomization_holds_everything_aimd_needs(objects: list[Object]) ->
     ]
 
 
+def test_every_manifest_file_parses_and_is_in_the_kustomization() -> None:
+    """No file is forgotten: each is a kustomization, a resource one of them lists, or the
+    plain Prometheus rules file (loaded by Prometheus, not applied). The samples are apart."""
+    listed = set()
+    for kustomization in MANIFESTS.rglob("kustomization.yaml"):
+        for entry in yaml.safe_load(kustomization.read_text())["resources"]:
+            listed.add((kustomization.parent / entry).resolve())
+    for path in MANIFESTS.rglob("*.yaml"):
+        documents = _documents(path)
+        assert documents, path
+        if path.name == "kustomization.yaml" or "samples" in path.parts:
+            continue
+        assert path.resolve() in listed or path == MANIFESTS / "prometheus" / "rules.yaml", path
+
+
 def test_every_crd_of_the_lead_is_included(objects: list[Object]) -> None:
     crds = {crd["spec"]["names"]["plural"] for crd in by_kind(objects, "CustomResourceDefinition")}
     assert crds == {path.stem for path in (MANIFESTS / "crds").glob("*.yaml")}
