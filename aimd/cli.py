@@ -25,8 +25,12 @@ class Command:
 
 COMMANDS = (
     Command("run", "run the controller (all reconcilers, one process)", None),
-    Command("download", "download a model into a directory (the download Job's command)", None),
-    Command("probe", "print a model's total size without downloading it", None),
+    Command(
+        "download",
+        "download a model into a directory (the download Job's command)",
+        "aimd.download.command",
+    ),
+    Command("probe", "print a model's total size without downloading it", "aimd.download.probe"),
     Command("crds", "print the CustomResourceDefinitions as YAML", "aimd.crds"),
     Command("dev", "local control plane + controller + sample caches, no cluster needed", None),
     Command("cache", "list model caches, or say what one is waiting for", "aimd.cachectl"),

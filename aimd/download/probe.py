@@ -1,0 +1,64 @@
+"""``aimd probe URI``: a model's total size (and pinned commit for hf://) without downloading.
+
+The probe Job runs it so the controller can size the PVC before the download starts. The result
+goes to ``status.probe`` of the AIMModelCache named in the environment, to stdout as one JSON
+line, and to the termination log. Exit codes as for ``aimd download``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from aimd.download.command import add_common_flags, setup_logging, unexpected
+from aimd.download.reasons import DownloadFailed
+from aimd.download.report import StatusReporter, emit, failure_body, now_rfc3339
+from aimd.download.source import resolve
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_common_flags(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    setup_logging()
+    return asyncio.run(probe(args))
+
+
+async def probe(args: argparse.Namespace) -> int:
+    reporter = StatusReporter.from_env(args.kubeconfig)
+    try:
+        try:
+            plan = await resolve(args.uri, digests=False)
+        except DownloadFailed:
+            raise
+        except Exception as error:
+            raise unexpected(error) from error
+    except DownloadFailed as failure:
+        # Every field is named so a merge patch leaves nothing of an earlier, successful probe.
+        status: dict[str, Any] = {
+            "sizeBytes": None,
+            "revision": None,
+            "reason": str(failure.reason),
+            "message": failure.message,
+            "probedAt": now_rfc3339(),
+        }
+        await reporter.patch_status({"probe": status})
+        await reporter.close()
+        emit(failure_body(failure), args.termination_log)
+        return failure.exit_code
+    status = {
+        "sizeBytes": plan.total_bytes,
+        "revision": plan.revision,
+        "reason": None,
+        "message": None,
+        "probedAt": now_rfc3339(),
+    }
+    await reporter.patch_status({"probe": status})
+    await reporter.close()
+    emit(
+        {"sizeBytes": plan.total_bytes, "revision": plan.revision, "files": len(plan.files)},
+        args.termination_log,
+    )
+    return 0

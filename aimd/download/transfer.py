@@ -1,0 +1,498 @@
+"""The transfer engine: fetches a :class:`~aimd.download.plan.Plan` into a directory.
+
+How it is fast: every file is cut into chunks (16 MiB by default) fetched with ranged GETs by a
+bounded pool of workers over one aiohttp connection pool, so one huge file uses every connection
+and many small files do not wait on each other. Chunks are queued file by file, so files finish
+(and free their resources) in order. Bytes go to disk with ``pwrite`` at their offset; each file's
+digest is computed in a worker thread from what was written, chunk after chunk as the contiguous
+prefix grows, so verification overlaps the download instead of following it.
+
+How it resumes: a file being fetched lives in ``.aimd/partial/<key>.part`` beside a
+``<key>.progress`` file that holds, per chunk, how many of its bytes are on disk. It is updated
+after every write (eight bytes, into the page cache), so a killed process loses nothing it wrote
+and a retry asks only for the bytes after it. ``<key>`` hashes the file's path, size and identity
+(blob id, ETag): a partial file of other content is never resumed, and stale ones are removed.
+
+How it is honest: a file enters its final place only after its size and its published digest
+(where there is one) match, by an atomic rename after ``fsync``; the manifest records how each
+file was verified. Finished files are skipped on a retry.
+
+When it gives up (:class:`~aimd.download.reasons.DownloadFailed`): credentials refused, file
+gone, disk full, digest mismatch (the partial file is discarded, so the retry fetches it anew),
+no byte at all for ``stall_timeout`` seconds, transient network errors that persist for
+``attempts`` tries without progress, or ``Retry-After`` waits adding up to more than
+``max_retry_after``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import logging
+import os
+import random
+import struct
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from aimd.download.manifest import STATE_DIR, Manifest
+from aimd.download.plan import Plan, RemoteFile
+from aimd.download.reasons import DownloadFailed, Reason
+from aimd.download.verify import checker, feed_range, file_matches
+
+log = logging.getLogger(__name__)
+
+BLOCK = 1 << 20
+MAGIC = b"AIMDPRT1"
+HEADER = struct.Struct("<8sQQ")  # magic, file size, chunk size
+SLOT = struct.Struct("<Q")  # bytes of one chunk on disk
+PARTIAL_DIR = "partial"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Tunables of one download; the CLI fills them from flags and the environment."""
+
+    concurrency: int = 8
+    chunk_size: int = 16 << 20
+    stall_timeout: float = 120.0
+    max_retry_after: float = 300.0
+    attempts: int = 5
+
+
+class _Retry(Exception):
+    """A transient failure of one request: try the rest of the chunk again after a backoff."""
+
+
+class _Throttled(Exception):
+    """The source asked us to slow down (429, 503), maybe saying for how long."""
+
+    def __init__(self, retry_after: float | None) -> None:
+        super().__init__(f"throttled, retry after {retry_after}")
+        self.retry_after = retry_after
+
+
+class _Chunk:
+    __slots__ = ("done", "end", "file", "finished", "index", "start")
+
+    def __init__(self, file: _File, index: int, start: int, end: int, done: int) -> None:
+        self.file = file
+        self.index = index
+        self.start = start
+        self.end = end
+        self.done = done
+        self.finished = asyncio.Event()
+        if self.complete:
+            self.finished.set()
+
+    @property
+    def complete(self) -> bool:
+        return self.start + self.done >= self.end
+
+
+class _File:
+    """One file on its way: its partial and progress files, its chunks, lazily opened fds."""
+
+    def __init__(self, remote: RemoteFile, target: Path, partial_dir: Path) -> None:
+        self.remote = remote
+        self.final = target / remote.path
+        key = f"{remote.path}\0{remote.identity}\0{remote.size}".encode()
+        self.key = hashlib.sha256(key).hexdigest()[:32]
+        self.partial = partial_dir / f"{self.key}.part"
+        self.progress = partial_dir / f"{self.key}.progress"
+        self.chunks: list[_Chunk] = []
+        self.fd = -1
+        self.progress_fd = -1
+
+    def prepare(self, chunk_size: int) -> int:
+        """Cuts the file into chunks, taking over what a previous attempt recorded; returns the
+        bytes already on disk."""
+        size = self.remote.size
+        done = self._resumable(size)
+        chunk_size = done[0] if done else chunk_size
+        slots = done[1] if done else []
+        starts = range(0, size, chunk_size)
+        for index, start in enumerate(starts):
+            end = min(start + chunk_size, size)
+            written = min(slots[index], end - start) if index < len(slots) else 0
+            self.chunks.append(_Chunk(self, index, start, end, written))
+        if not done:
+            self.partial.unlink(missing_ok=True)
+            self.progress.unlink(missing_ok=True)
+        return sum(chunk.done for chunk in self.chunks)
+
+    def _resumable(self, size: int) -> tuple[int, list[int]] | None:
+        """(chunk size, bytes per chunk) recorded by an earlier attempt, when it can be trusted."""
+        try:
+            raw = self.progress.read_bytes()
+            if self.partial.stat().st_size != size:
+                return None
+        except OSError:
+            return None
+        if len(raw) < HEADER.size:
+            return None
+        magic, recorded_size, chunk_size = HEADER.unpack_from(raw)
+        if magic != MAGIC or recorded_size != size or chunk_size <= 0:
+            return None
+        count = -(-size // chunk_size)
+        if len(raw) < HEADER.size + count * SLOT.size:
+            return None
+        slots = [SLOT.unpack_from(raw, HEADER.size + i * SLOT.size)[0] for i in range(count)]
+        return chunk_size, slots
+
+    def open(self) -> int:
+        """The data fd, creating the partial and progress files on first use."""
+        if self.fd >= 0:
+            return self.fd
+        fresh = not self.progress.exists()
+        self.fd = os.open(self.partial, os.O_RDWR | os.O_CREAT, 0o644)
+        self.progress_fd = os.open(self.progress, os.O_RDWR | os.O_CREAT, 0o644)
+        if fresh:
+            # Sparse: reserving the whole size would make glibc write zeros on filesystems
+            # without fallocate (NFS, common under ReadWriteMany volumes).
+            os.ftruncate(self.fd, self.remote.size)
+            chunk_size = self.chunks[0].end - self.chunks[0].start if self.chunks else 1
+            header = HEADER.pack(MAGIC, self.remote.size, chunk_size)
+            os.pwrite(self.progress_fd, header + bytes(SLOT.size * len(self.chunks)), 0)
+        return self.fd
+
+    def record(self, chunk: _Chunk) -> None:
+        os.pwrite(self.progress_fd, SLOT.pack(chunk.done), HEADER.size + chunk.index * SLOT.size)
+
+    def close(self) -> None:
+        for fd in (self.fd, self.progress_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self.progress_fd = -1
+
+    def discard(self) -> None:
+        self.close()
+        self.partial.unlink(missing_ok=True)
+        self.progress.unlink(missing_ok=True)
+
+    def install(self) -> None:
+        """fsync, then rename into place: the final path only ever holds a verified file."""
+        os.fsync(self.open())
+        self.close()
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.partial, self.final)
+        self.progress.unlink(missing_ok=True)
+
+
+class Transfer:
+    """One download attempt of ``plan`` into ``target``. Read :attr:`on_disk` (bytes of the
+    model in place or in verified-so-far partial files, resumed ones included), :attr:`fetched`
+    (bytes received by this attempt) and :attr:`total` while :meth:`run` runs."""
+
+    def __init__(
+        self, plan: Plan, target: Path, session: aiohttp.ClientSession, settings: Settings
+    ) -> None:
+        self.plan = plan
+        self.target = target
+        self.session = session
+        self.settings = settings
+        self.total = plan.total_bytes
+        self.on_disk = 0
+        self.fetched = 0
+        self.skipped_files = 0
+        self._last_activity = time.monotonic()
+        self._quiet_until = 0.0
+        self._waited_for_source = 0.0
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=30, sock_read=max(1.0, settings.stall_timeout / 2)
+        )
+
+    async def run(self) -> Manifest:
+        """Downloads and verifies every file; returns the saved, complete manifest."""
+        try:
+            return await self._run()
+        except BaseExceptionGroup as group:
+            raise _as_failure(_first(group), self.target) from None
+        except OSError as error:
+            raise _as_failure(error, self.target) from None
+
+    async def _run(self) -> Manifest:
+        partial_dir = self.target / STATE_DIR / PARTIAL_DIR
+        partial_dir.mkdir(parents=True, exist_ok=True)
+        manifest = Manifest(self.target, self.plan.uri, self.plan.revision)
+        pending: list[_File] = []
+        for remote in self.plan.files:
+            file = _File(remote, self.target, partial_dir)
+            if await self._already_in_place(file, manifest):
+                self.on_disk += remote.size
+                self.skipped_files += 1
+            else:
+                self.on_disk += file.prepare(self.settings.chunk_size)
+                pending.append(file)
+        self._remove_stale(manifest, partial_dir, {f.key for f in pending})
+        manifest.save()
+        self._check_space(pending)
+        queue = deque(c for f in pending for c in f.chunks if not c.complete)
+        self._last_activity = time.monotonic()
+        try:
+            async with asyncio.TaskGroup() as outer:
+                watchdog = outer.create_task(self._watch_for_stall())
+                async with asyncio.TaskGroup() as work:
+                    for _ in range(min(self.settings.concurrency, len(queue))):
+                        work.create_task(self._worker(queue))
+                    for file in pending:
+                        work.create_task(self._finish(file, manifest))
+                watchdog.cancel()
+        finally:
+            for file in pending:
+                file.close()
+        manifest.complete = True
+        manifest.save()
+        _fsync_dir(self.target)
+        return manifest
+
+    async def _already_in_place(self, file: _File, manifest: Manifest) -> bool:
+        """Finished by an earlier attempt (the manifest says so), or present with a matching
+        authoritative digest (e.g. placed there before the manifest was written)."""
+        if manifest.is_done(file.remote, file.final):
+            return True
+        digest = file.remote.digest
+        if digest is None or not digest.authoritative:
+            return False
+        try:
+            if file.final.stat().st_size != file.remote.size:
+                return False
+        except OSError:
+            return False
+        matches = await asyncio.to_thread(file_matches, str(file.final), digest, file.remote.size)
+        if matches:
+            manifest.record(file.remote, digest.algorithm)
+        return matches
+
+    def _remove_stale(self, manifest: Manifest, partial_dir: Path, keep: set[str]) -> None:
+        """Partial files of other content, and files this tool wrote for an earlier revision that
+        the current one no longer has (only those: nothing else in the directory is touched)."""
+        for leftover in partial_dir.iterdir():
+            if leftover.name.split(".", 1)[0] not in keep:
+                leftover.unlink(missing_ok=True)
+        wanted = {f.path for f in self.plan.files}
+        for path in [p for p in manifest.files if p not in wanted]:
+            (self.target / path).unlink(missing_ok=True)
+            manifest.forget(path)
+
+    def _check_space(self, pending: list[_File]) -> None:
+        """Fails before fetching anything when the volume cannot hold what is missing."""
+        missing = sum(f.remote.size - sum(c.done for c in f.chunks) for f in pending)
+        stat = os.statvfs(self.target)
+        free = stat.f_bavail * stat.f_frsize
+        if missing > free:
+            raise DownloadFailed(
+                Reason.STORAGE_FULL,
+                f"{self.target} has {free} bytes free but {missing} more are needed for "
+                f"{self.plan.uri} ({self.total} in all): give the cache a larger spec.size or "
+                "free space on the volume",
+            )
+
+    async def _worker(self, queue: deque[_Chunk]) -> None:
+        while queue:
+            chunk = queue.popleft()
+            await self._fetch(chunk)
+            chunk.finished.set()
+
+    async def _fetch(self, chunk: _Chunk) -> None:
+        """Fetches the rest of ``chunk``, retrying transient failures and honouring throttling."""
+        failures = 0
+        while not chunk.complete:
+            before = chunk.done
+            try:
+                await self._fetch_once(chunk)
+            except _Retry as error:
+                failures = 1 if chunk.done > before else failures + 1
+                if failures >= self.settings.attempts:
+                    raise DownloadFailed(
+                        Reason.NETWORK_ERROR,
+                        f"fetching {chunk.file.remote.path} of {self.plan.uri} failed "
+                        f"{failures} times in a row ({error}); check the network and the "
+                        "source's endpoint",
+                    ) from error
+                await asyncio.sleep(min(10.0, 0.2 * 2**failures) * random.uniform(0.5, 1.0))
+            except _Throttled as throttled:
+                wait = throttled.retry_after
+                if wait is None:
+                    wait = min(30.0, 2.0 ** min(failures + 1, 5))
+                    failures += 1
+                if self._waited_for_source + wait > self.settings.max_retry_after:
+                    raise DownloadFailed(
+                        Reason.RATE_LIMITED,
+                        f"the source keeps throttling {self.plan.uri} (waited "
+                        f"{self._waited_for_source:.0f}s already, asked for {wait:.0f}s more); "
+                        "the download resumes on retry, or use credentials with a higher quota",
+                        wait,
+                    ) from throttled
+                self._waited_for_source += wait
+                self._quiet_until = max(self._quiet_until, time.monotonic() + wait)
+                await asyncio.sleep(wait)
+
+    async def _fetch_once(self, chunk: _Chunk) -> None:
+        file = chunk.file
+        url, base_headers = self.plan.locate(file.remote)
+        start, end = chunk.start + chunk.done, chunk.end
+        headers = {**base_headers, "Range": f"bytes={start}-{end - 1}"}
+        position = start
+        try:
+            async with self.session.get(url, headers=headers, timeout=self._timeout) as response:
+                whole = start == 0 and end == file.remote.size
+                if response.status != 206 and not (response.status == 200 and whole):
+                    self._raise_for(response, file.remote)
+                fd = file.open()
+                async for data in response.content.iter_chunked(BLOCK):
+                    if position + len(data) > end:
+                        raise _Retry("the server sent more bytes than asked for")
+                    os.pwrite(fd, data, position)
+                    position += len(data)
+                    chunk.done += len(data)
+                    file.record(chunk)
+                    self.fetched += len(data)
+                    self.on_disk += len(data)
+                    self._last_activity = time.monotonic()
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise _Retry(f"{type(error).__name__}: {error}") from error
+        if position < end:
+            raise _Retry("the connection closed early")
+
+    def _raise_for(self, response: aiohttp.ClientResponse, file: RemoteFile) -> None:
+        status = response.status
+        where = f"{file.path} of {self.plan.uri}"
+        if status in (401, 403):
+            raise DownloadFailed(
+                Reason.AUTH_FAILED,
+                f"the source refused {where} ({status}): check the credentials (HF_TOKEN, "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and that they may read it",
+            )
+        if status in (404, 410):
+            raise DownloadFailed(
+                Reason.SOURCE_NOT_FOUND,
+                f"{where} was listed but is gone ({status}): the source changed during the "
+                "download; check that it still exists",
+            )
+        if status == 416:
+            raise DownloadFailed(
+                Reason.VERIFICATION_FAILED,
+                f"{where} is shorter than its listed size (416): the source changed during the "
+                "download; the next attempt lists it again",
+            )
+        if status == 200:
+            raise DownloadFailed(
+                Reason.NETWORK_ERROR,
+                f"the server of {where} ignores Range requests, which resumable parallel "
+                "downloads need; use an endpoint (or proxy) that supports them",
+            )
+        if status in (429, 503):
+            raise _Throttled(_retry_after(response.headers.get("Retry-After")))
+        if status >= 500:
+            raise _Retry(f"HTTP {status}")
+        raise DownloadFailed(Reason.NETWORK_ERROR, f"the source answered {status} for {where}")
+
+    async def _finish(self, file: _File, manifest: Manifest) -> None:
+        """Checks ``file`` as its chunks complete, then moves it into place."""
+        remote = file.remote
+        digest = remote.digest
+        check = checker(digest, remote.size) if digest else None
+        for chunk in file.chunks:
+            await chunk.finished.wait()
+            if check is not None:
+                await asyncio.to_thread(feed_range, file.open(), check, chunk.start, chunk.end)
+                self._last_activity = time.monotonic()
+        fd = file.open()
+        written = sum(c.done for c in file.chunks)
+        if written != remote.size or os.fstat(fd).st_size != remote.size:
+            file.discard()
+            raise DownloadFailed(
+                Reason.VERIFICATION_FAILED,
+                f"{remote.path} of {self.plan.uri} has {written} bytes, the source listed "
+                f"{remote.size}; it was discarded and is fetched again on retry",
+            )
+        verified_by = "size"
+        if digest is not None and check is not None:
+            actual = check.hexdigest()
+            if actual == digest.value:
+                verified_by = digest.algorithm
+            elif digest.authoritative:
+                file.discard()
+                raise DownloadFailed(
+                    Reason.VERIFICATION_FAILED,
+                    f"{remote.path} of {self.plan.uri} has {digest.algorithm} {actual}, the "
+                    f"source published {digest.value}: the bytes were corrupted on the way or "
+                    "the source is inconsistent. The file was discarded and is fetched again on "
+                    "retry; if this repeats, check the source",
+                )
+            else:
+                log.warning(
+                    "%s: ETag not reproduced with a guessed part size; verified by size only",
+                    remote.path,
+                )
+        await asyncio.to_thread(file.install)
+        manifest.record(remote, verified_by)
+        manifest.save()
+
+    async def _watch_for_stall(self) -> None:
+        """Fails the attempt when no byte arrived (and none was checked) for ``stall_timeout``;
+        waits the source asked for with Retry-After do not count."""
+        stall = self.settings.stall_timeout
+        while True:
+            await asyncio.sleep(min(1.0, stall / 4))
+            now = time.monotonic()
+            if now < self._quiet_until:
+                self._last_activity = now
+            elif now - self._last_activity > stall:
+                raise DownloadFailed(
+                    Reason.STALLED,
+                    f"no data arrived for {stall:.0f}s ({self.on_disk} of {self.total} bytes of "
+                    f"{self.plan.uri} on disk): the source or the network is stuck. The next "
+                    "attempt resumes; raise --stall-timeout (AIMD_STALL_TIMEOUT) if the source "
+                    "is just slow",
+                )
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception that explains a failed task group: a typed failure if there is one."""
+    leaves: list[BaseException] = []
+
+    def walk(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner)
+        else:
+            leaves.append(error)
+
+    walk(group)
+    for leaf in leaves:
+        if isinstance(leaf, DownloadFailed):
+            return leaf
+    return leaves[0]
+
+
+def _as_failure(error: BaseException, target: Path) -> BaseException:
+    """A full disk becomes ``StorageFull``; everything else is passed on as it is."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DownloadFailed(
+            Reason.STORAGE_FULL,
+            f"{target} is full ({error.strerror}): give the cache a larger spec.size or free "
+            "space on the volume; what was written is kept and resumed",
+        )
+    return error
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

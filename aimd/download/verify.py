@@ -1,0 +1,103 @@
+"""Streaming checks of a file against the digest its source published.
+
+Each checker is fed the file's bytes in order (the transfer engine reads back what it wrote, as
+the contiguous prefix grows, so checking overlaps downloading) and then says whether they match.
+hashlib releases the GIL on large buffers, so checks run in worker threads in parallel with the
+event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Protocol
+
+from aimd.download.plan import Digest
+
+READ_BLOCK = 4 << 20
+
+
+class Checker(Protocol):
+    def update(self, data: bytes) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+class _GitBlobSha1:
+    """Git's object id of a blob: sha1 over ``blob <size>\\0`` and the content. The hub publishes
+    it for every file, so files that are not in LFS are verified too."""
+
+    def __init__(self, size: int) -> None:
+        self._sha1 = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
+
+    def update(self, data: bytes) -> None:
+        self._sha1.update(data)
+
+    def hexdigest(self) -> str:
+        return self._sha1.hexdigest()
+
+
+class _MultipartMd5:
+    """S3's ETag of a multipart upload: md5 of the concatenated binary md5s of each part,
+    then ``-<number of parts>``."""
+
+    def __init__(self, part_size: int) -> None:
+        self._part_size = part_size
+        self._part = hashlib.md5(usedforsecurity=False)
+        self._filled = 0
+        self._digests: list[bytes] = []
+
+    def update(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            take = min(len(view), self._part_size - self._filled)
+            self._part.update(view[:take])
+            self._filled += take
+            view = view[take:]
+            if self._filled == self._part_size:
+                self._close_part()
+
+    def _close_part(self) -> None:
+        self._digests.append(self._part.digest())
+        self._part = hashlib.md5(usedforsecurity=False)
+        self._filled = 0
+
+    def hexdigest(self) -> str:
+        if self._filled:
+            self._close_part()
+        combined = hashlib.md5(b"".join(self._digests), usedforsecurity=False).hexdigest()
+        return f"{combined}-{len(self._digests)}"
+
+
+def checker(digest: Digest, size: int) -> Checker:
+    """A fresh checker for ``digest`` of a file of ``size`` bytes."""
+    if digest.algorithm == "sha256":
+        return hashlib.sha256()
+    if digest.algorithm == "md5":
+        return hashlib.md5(usedforsecurity=False)
+    if digest.algorithm == "git-sha1":
+        return _GitBlobSha1(size)
+    return _MultipartMd5(digest.part_size)
+
+
+def feed_range(fd: int, check: Checker, start: int, end: int) -> int:
+    """Feeds bytes ``[start, end)`` of the open file ``fd`` to ``check``; returns how many."""
+    position = start
+    while position < end:
+        data = os.pread(fd, min(READ_BLOCK, end - position), position)
+        if not data:
+            break
+        check.update(data)
+        position += len(data)
+    return position - start
+
+
+def file_matches(path: str, digest: Digest, size: int) -> bool:
+    """Whether the whole file at ``path`` has ``digest`` (used for files already in place)."""
+    check = checker(digest, size)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        feed_range(fd, check, 0, size)
+        return os.fstat(fd).st_size == size and check.hexdigest() == digest.value
+    finally:
+        os.close(fd)

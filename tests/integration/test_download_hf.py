@@ -1,0 +1,379 @@
+"""`aimd download` / `aimd probe` for hf:// against a local server that speaks the hub's API.
+
+The fake hub serves what huggingface_hub and the download engine use: model info with file
+metadata at ``/api/models/{repo}/revision/{rev}`` and files at ``/{repo}/resolve/{sha}/{file}``
+with the hub's headers (X-Repo-Commit, ETag/X-Linked-Etag, X-Linked-Size, Range). It counts the
+bytes it serves, so resume is proven by what crossed the wire, and it can throttle, stall, and
+corrupt on demand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import struct
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from aimd.download import transfer
+from aimd.download.command import configure, download
+from aimd.download.probe import probe
+from aimd.download.reasons import EXIT_CODES, Reason
+from tests.support import eventually
+
+TOKEN = "hf_good_token"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest()
+
+
+@dataclass
+class Repo:
+    files: dict[str, bytes]
+    lfs: set[str]
+    commit: str = COMMIT
+
+
+@dataclass
+class FakeHub:
+    """The hub's file API, with knobs for the failure cases."""
+
+    repos: dict[str, Repo] = field(default_factory=dict)
+    token: str | None = None
+    served: int = 0
+    piece_delay: float = 0.0
+    stall_after: int | None = None
+    corrupt: set[str] = field(default_factory=set)
+    url: str = ""
+
+    def add(self, repo_id: str, files: dict[str, bytes], lfs: set[str]) -> Repo:
+        self.repos[repo_id] = repo = Repo(files, lfs)
+        return repo
+
+    def _authorized(self, request: web.Request) -> web.Response | None:
+        if self.token is None:
+            return None
+        if request.headers.get("Authorization") == f"Bearer {self.token}":
+            return None
+        return web.Response(
+            status=401, headers={"X-Error-Message": "Invalid credentials in Authorization header"}
+        )
+
+    def _repo(self, request: web.Request) -> Repo | web.Response:
+        repo = self.repos.get(f"{request.match_info['org']}/{request.match_info['name']}")
+        if repo is None:
+            return web.json_response(
+                {"error": "Repository not found"},
+                status=404,
+                headers={"X-Error-Code": "RepoNotFound"},
+            )
+        if request.match_info.get("rev", "main") not in ("main", repo.commit):
+            return web.json_response(
+                {"error": "Invalid rev id"},
+                status=404,
+                headers={"X-Error-Code": "RevisionNotFound"},
+            )
+        return repo
+
+    async def info(self, request: web.Request) -> web.StreamResponse:
+        denied = self._authorized(request)
+        repo = denied or self._repo(request)
+        if isinstance(repo, web.Response):
+            return repo
+        siblings: list[dict[str, Any]] = []
+        for name, data in repo.files.items():
+            sibling: dict[str, Any] = {
+                "rfilename": name,
+                "size": len(data),
+                "blobId": git_blob_id(data),
+            }
+            if name in repo.lfs:
+                sha = hashlib.sha256(data).hexdigest()
+                sibling["lfs"] = {"sha256": sha, "size": len(data), "pointerSize": 134}
+            siblings.append(sibling)
+        repo_id = f"{request.match_info['org']}/{request.match_info['name']}"
+        return web.json_response(
+            {
+                "id": repo_id,
+                "modelId": repo_id,
+                "sha": repo.commit,
+                "private": False,
+                "siblings": siblings,
+            }
+        )
+
+    async def resolve(self, request: web.Request) -> web.StreamResponse:
+        denied = self._authorized(request)
+        repo = denied or self._repo(request)
+        if isinstance(repo, web.Response):
+            return repo
+        name = request.match_info["path"]
+        data = repo.files.get(name)
+        if data is None:
+            return web.Response(status=404, headers={"X-Error-Code": "EntryNotFound"})
+        if name in self.corrupt:
+            data = bytes([data[0] ^ 0xFF]) + data[1:]
+        headers = {"X-Repo-Commit": repo.commit, "Accept-Ranges": "bytes"}
+        if name in repo.lfs:
+            sha = hashlib.sha256(repo.files[name]).hexdigest()
+            headers |= {
+                "X-Linked-Etag": f'"{sha}"',
+                "X-Linked-Size": str(len(data)),
+                "ETag": f'"{sha}"',
+            }
+        else:
+            headers["ETag"] = f'"{git_blob_id(data)}"'
+        start, end, status = 0, len(data), 200
+        if "Range" in request.headers:
+            first, _, last = request.headers["Range"].removeprefix("bytes=").partition("-")
+            start, end, status = int(first), min(int(last) + 1, len(data)), 206
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
+        headers["Content-Length"] = str(end - start)
+        response = web.StreamResponse(status=status, headers=headers)
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
+        position = start
+        while position < end:
+            if self.stall_after is not None and self.served >= self.stall_after:
+                await asyncio.sleep(3600)
+            piece = data[position : min(end, position + 65536)]
+            await response.write(piece)
+            self.served += len(piece)
+            position += len(piece)
+            if self.piece_delay:
+                await asyncio.sleep(self.piece_delay)
+        await response.write_eof()
+        return response
+
+
+@pytest.fixture
+async def hub(unused_tcp_port: int) -> AsyncIterator[FakeHub]:
+    fake = FakeHub()
+    app = web.Application()
+    app.router.add_get("/api/models/{org}/{name}/revision/{rev}", fake.info)
+    app.router.add_get("/api/models/{org}/{name}", fake.info)
+    app.router.add_route("*", "/{org}/{name}/resolve/{rev}/{path:.+}", fake.resolve)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", unused_tcp_port)
+    await site.start()
+    fake.url = f"http://127.0.0.1:{unused_tcp_port}"
+    yield fake
+    await runner.cleanup()
+
+
+def model_files(size_mib: int = 6) -> dict[str, bytes]:
+    """A small model: a config (plain git file) and two LFS weight files."""
+    return {
+        "config.json": json.dumps({"hidden_size": 64}).encode(),
+        "model-00001-of-00002.safetensors": os.urandom(size_mib * (1 << 20) // 2 + 12345),
+        "model-00002-of-00002.safetensors": os.urandom(size_mib * (1 << 20) // 2),
+    }
+
+
+def add_model(hub: FakeHub, repo_id: str = "org/model", size_mib: int = 6) -> Repo:
+    files = model_files(size_mib)
+    return hub.add(repo_id, files, {n for n in files if n.endswith(".safetensors")})
+
+
+def args_for(uri: str, target: Path, *extra: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    return parser.parse_args(
+        [
+            uri,
+            "--target",
+            str(target),
+            "--termination-log",
+            str(target.parent / "termination"),
+            "--chunk-size",
+            "1",
+            "--concurrency",
+            "4",
+            *extra,
+        ]
+    )
+
+
+@pytest.fixture
+def hf_env(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> FakeHub:
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    for name in ("AIMD_MODEL_CACHE_NAME", "AIMD_MODEL_CACHE_NAMESPACE"):
+        monkeypatch.delenv(name, raising=False)
+    return hub
+
+
+def last_json(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return result
+
+
+async def test_full_download_is_verified_and_pinned(
+    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = add_model(hf_env)
+    target = tmp_path / "model"
+    assert await download(args_for("hf://org/model", target)) == 0
+    result = last_json(capsys)
+    assert result["result"] == "Succeeded"
+    assert result["revision"] == COMMIT
+    for name, data in repo.files.items():
+        assert (target / name).read_bytes() == data
+    manifest = json.loads((target / ".aimd" / "manifest.json").read_text())
+    assert manifest["complete"] is True
+    assert manifest["revision"] == COMMIT
+    assert manifest["files"]["config.json"]["verifiedBy"] == "git-sha1"
+    assert manifest["files"]["model-00002-of-00002.safetensors"]["verifiedBy"] == "sha256"
+    assert not list((target / ".aimd" / "partial").iterdir())
+    assert json.loads((tmp_path / "termination").read_text())["result"] == "Succeeded"
+
+    served = hf_env.served
+    assert await download(args_for("hf://org/model", target)) == 0
+    assert hf_env.served == served, "finished files are skipped"
+    assert last_json(capsys)["skippedFiles"] == 3
+
+
+async def test_probe_reports_size_and_commit(
+    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = add_model(hf_env)
+    parser = argparse.ArgumentParser()
+    from aimd.download.probe import configure as configure_probe
+
+    configure_probe(parser)
+    args = parser.parse_args(["hf://org/model@main", "--termination-log", str(tmp_path / "t")])
+    assert await probe(args) == 0
+    assert last_json(capsys) == {
+        "sizeBytes": sum(len(d) for d in repo.files.values()),
+        "revision": COMMIT,
+        "files": 3,
+    }
+    assert hf_env.served == 0
+
+
+async def test_token_is_sent_and_a_bad_one_is_auth_failed(
+    hf_env: FakeHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    add_model(hf_env)
+    hf_env.token = TOKEN
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+    code = await download(args_for("hf://org/model", tmp_path / "m"))
+    assert code == EXIT_CODES[Reason.AUTH_FAILED]
+    failure = last_json(capsys)
+    assert failure["reason"] == "AuthFailed"
+    assert "HF_TOKEN" in failure["message"]
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert await download(args_for("hf://org/model", tmp_path / "m")) == 0
+
+
+async def test_missing_repo_and_revision_are_source_not_found(
+    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_model(hf_env)
+    for uri in ("hf://org/nothing", "hf://org/model@no-such-branch"):
+        assert await download(args_for(uri, tmp_path / "m")) == EXIT_CODES[Reason.SOURCE_NOT_FOUND]
+        assert last_json(capsys)["reason"] == "SourceNotFound"
+
+
+async def test_corrupted_file_is_verification_failed_and_not_kept(
+    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_model(hf_env)
+    hf_env.corrupt.add("model-00002-of-00002.safetensors")
+    target = tmp_path / "m"
+    code = await download(args_for("hf://org/model", target))
+    assert code == EXIT_CODES[Reason.VERIFICATION_FAILED]
+    failure = last_json(capsys)
+    assert failure["reason"] == "VerificationFailed"
+    assert "model-00002-of-00002.safetensors" in failure["message"]
+    assert not (target / "model-00002-of-00002.safetensors").exists()
+    hf_env.corrupt.clear()
+    assert await download(args_for("hf://org/model", target)) == 0
+
+
+async def test_stall_fails_the_attempt(
+    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_model(hf_env)
+    hf_env.stall_after = 2 << 20
+    code = await download(args_for("hf://org/model", tmp_path / "m", "--stall-timeout", "1.5"))
+    assert code == EXIT_CODES[Reason.STALLED]
+    assert last_json(capsys)["reason"] == "Stalled"
+
+
+def recorded_bytes(target: Path) -> int:
+    """What the engine's own bookkeeping says is on disk: verified files plus the per-chunk
+    counters of partial files (the format of :mod:`aimd.download.transfer`)."""
+    manifest_path = target / ".aimd" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"files": {}}
+    total = sum(entry["size"] for entry in manifest["files"].values())
+    for progress in (target / ".aimd" / "partial").glob("*.progress"):
+        raw = progress.read_bytes()
+        _, size, chunk = transfer.HEADER.unpack_from(raw)
+        count = -(-size // chunk)
+        total += sum(
+            struct.unpack_from("<Q", raw, transfer.HEADER.size + 8 * i)[0] for i in range(count)
+        )
+    return total
+
+
+async def test_resume_after_kill_fetches_only_missing_bytes(
+    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = add_model(hf_env, size_mib=8)
+    total = sum(len(d) for d in repo.files.values())
+    target = tmp_path / "m"
+    hf_env.piece_delay = 0.01
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aimd",
+        "download",
+        "hf://org/model",
+        "--target",
+        str(target),
+        "--chunk-size",
+        "1",
+        "--concurrency",
+        "4",
+        "--termination-log",
+        "",
+        env={**os.environ, "HF_ENDPOINT": hf_env.url},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+    async def some_progress() -> bool:
+        return hf_env.served > total // 3
+
+    await eventually(some_progress, timeout=60, interval=0.05, what="a third of the model served")
+    process.send_signal(signal.SIGKILL)
+    await process.wait()
+
+    on_disk = recorded_bytes(target)
+    assert 0 < on_disk < total
+    hf_env.piece_delay = 0
+    hf_env.served = 0
+    assert await download(args_for("hf://org/model", target)) == 0
+    assert hf_env.served == total - on_disk, "bytes already on disk were fetched again"
+    assert last_json(capsys)["fetchedBytes"] == total - on_disk
+    for name, data in repo.files.items():
+        assert (target / name).read_bytes() == data
