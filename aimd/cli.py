@@ -24,7 +24,7 @@ class Command:
 
 
 COMMANDS = (
-    Command("run", "run the controller (all reconcilers, one process)", None),
+    Command("run", "run the controller (all reconcilers, one process)", "aimd.caching.controller"),
     Command(
         "download",
         "download a model into a directory (the download Job's command)",

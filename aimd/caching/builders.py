@@ -1,0 +1,268 @@
+"""Pure functions that return the manifests aimd creates. No I/O: unit-tested without a server.
+
+Every child carries an ownerReference to the object it serves, so deleting that object lets the
+garbage collector remove the child (SPEC D3), and a label naming it, so an informer filtered on the
+label sees only aimd's objects and a child's event finds its owner without a scan.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from aimd.caching import kinds, names
+from aimd.caching.quantity import pvc_size
+from aimd.caching.templates import model_sources, owner_reference
+
+Object = dict[str, Any]
+
+MODEL_MOUNT = "/workspace/model"
+CACHE_ROOT = "/workspace/model-cache"
+NON_ROOT_UID = 65532
+DEFAULT_ACCESS_MODE = "ReadWriteMany"
+
+
+def owned_by(owner: Object, kind: str, api_version: str = kinds.API_VERSION) -> Object:
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _model_cache_meta(mc: Object, name: str) -> Object:
+    return {
+        "name": name,
+        "namespace": mc["metadata"]["namespace"],
+        "labels": {kinds.LABEL_MODEL_CACHE: mc["metadata"]["name"]},
+        "ownerReferences": [owned_by(mc, kinds.MODEL_CACHES.kind)],
+    }
+
+
+def model_cache(
+    namespace: str, source_uri: str, model_id: str, size: object, template_cache: str
+) -> Object:
+    """The MC aimd creates for a source a template cache needs (B2)."""
+    spec: Object = {"sourceUri": source_uri}
+    if model_id:
+        spec["modelId"] = model_id
+    if size is not None:
+        spec["size"] = size
+    return {
+        "apiVersion": kinds.API_VERSION,
+        "kind": kinds.MODEL_CACHES.kind,
+        "metadata": {
+            "name": names.model_cache_name(source_uri),
+            "namespace": namespace,
+            "labels": {kinds.LABEL_CREATED_BY_TEMPLATE_CACHE: template_cache},
+        },
+        "spec": spec,
+    }
+
+
+def template_cache(namespace: str, template: Object, scope: str, service: str) -> Object:
+    """The TC a service with ``cacheModel: true`` asks for: owned by the template (B1)."""
+    name = template["metadata"]["name"]
+    return {
+        "apiVersion": kinds.API_VERSION,
+        "kind": kinds.TEMPLATE_CACHES.kind,
+        "metadata": {
+            "name": names.template_cache_name(name, scope),
+            "namespace": namespace,
+            "labels": {kinds.LABEL_CREATED_BY_SERVICE: service},
+            "ownerReferences": [owner_reference(template)],
+        },
+        "spec": {"templateName": name, "templateScope": scope},
+    }
+
+
+def persistent_volume_claim(mc: Object, size_bytes: int) -> Object:
+    spec: Object = {
+        "accessModes": [DEFAULT_ACCESS_MODE],
+        "resources": {"requests": {"storage": pvc_size(size_bytes)}},
+    }
+    storage_class = (mc.get("spec") or {}).get("storageClassName")
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _model_cache_meta(mc, names.pvc_name(mc["metadata"]["name"])),
+        "spec": spec,
+    }
+
+
+def service_account(mc: Object) -> Object:
+    name = names.downloader_name(mc["metadata"]["name"])
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _model_cache_meta(mc, name)}
+
+
+def role(mc: Object) -> Object:
+    """May read and patch this one cache's status, and nothing else."""
+    name = names.downloader_name(mc["metadata"]["name"])
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _model_cache_meta(mc, name),
+        "rules": [
+            {
+                "apiGroups": [kinds.GROUP],
+                "resources": [f"{kinds.MODEL_CACHES.plural}/status"],
+                "resourceNames": [mc["metadata"]["name"]],
+                "verbs": ["get", "patch"],
+            }
+        ],
+    }
+
+
+def role_binding(mc: Object) -> Object:
+    name = names.downloader_name(mc["metadata"]["name"])
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _model_cache_meta(mc, name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [
+            {"kind": "ServiceAccount", "name": name, "namespace": mc["metadata"]["namespace"]}
+        ],
+    }
+
+
+def _job(mc: Object, name: str, args: list[str], image: str, claim: str | None) -> Object:
+    spec = mc.get("spec") or {}
+    env = [
+        {"name": "AIMD_MODEL_CACHE_NAME", "value": mc["metadata"]["name"]},
+        {"name": "AIMD_MODEL_CACHE_NAMESPACE", "value": mc["metadata"]["namespace"]},
+        *copy.deepcopy(spec.get("env") or []),
+    ]
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[Object] = [{"name": "tmp", "emptyDir": {}}]
+    if claim is not None:
+        mounts.append({"name": "model", "mountPath": MODEL_MOUNT})
+        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": claim}})
+    pod: Object = {
+        "serviceAccountName": names.downloader_name(mc["metadata"]["name"]),
+        "restartPolicy": "Never",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": NON_ROOT_UID,
+            "runAsGroup": NON_ROOT_UID,
+            "fsGroup": NON_ROOT_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": "aimd",
+                "image": spec.get("downloadImage") or image,
+                "command": ["aimd", *args],
+                "env": env,
+                "volumeMounts": mounts,
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }
+        ],
+        "volumes": volumes,
+    }
+    if spec.get("imagePullSecrets"):
+        pod["imagePullSecrets"] = copy.deepcopy(spec["imagePullSecrets"])
+    metadata = _model_cache_meta(mc, name)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        # backoffLimit 0: aimd owns retries (B4), each attempt is a new Job with its own name.
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"metadata": {"labels": dict(metadata["labels"])}, "spec": pod},
+        },
+    }
+
+
+def download_job(mc: Object, name: str, claim: str, image: str) -> Object:
+    args = ["download", mc["spec"]["sourceUri"], "--target", MODEL_MOUNT]
+    return _job(mc, name, args, image, claim)
+
+
+def probe_job(mc: Object, name: str, image: str) -> Object:
+    return _job(mc, name, ["probe", mc["spec"]["sourceUri"]], image, None)
+
+
+def _service_labels(svc: Object) -> dict[str, str]:
+    return {kinds.LABEL_SERVICE: svc["metadata"]["name"]}
+
+
+def deployment(svc: Object, template: Object, mounts: list[tuple[str, str]] | None) -> Object:
+    """The serving workload; ``mounts`` are (modelId, PVC) pairs, None without caching."""
+    tpl_spec = template.get("spec") or {}
+    svc_spec = svc.get("spec") or {}
+    labels = _service_labels(svc)
+    env = copy.deepcopy(tpl_spec.get("env") or []) + copy.deepcopy(svc_spec.get("env") or [])
+    container: Object = {
+        "name": "inference",
+        "image": tpl_spec.get("image", ""),
+        "ports": [{"name": "http", "containerPort": int(tpl_spec.get("port") or 8000)}],
+    }
+    if tpl_spec.get("resources"):
+        container["resources"] = copy.deepcopy(tpl_spec["resources"])
+    volumes: list[Object] = []
+    if mounts is not None:
+        env = [e for e in env if e.get("name") != "AIM_CACHE_PATH"]
+        env.append({"name": "AIM_CACHE_PATH", "value": CACHE_ROOT})
+        container["volumeMounts"] = [
+            {"name": f"model-{i}", "mountPath": f"{CACHE_ROOT}/{model_id}", "readOnly": True}
+            for i, (model_id, _) in enumerate(mounts)
+        ]
+        volumes = [
+            {"name": f"model-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+            for i, (_, claim) in enumerate(mounts)
+        ]
+    if env:
+        container["env"] = env
+    pod: Object = {"containers": [container]}
+    if volumes:
+        pod["volumes"] = volumes
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": svc["metadata"]["name"],
+            "namespace": svc["metadata"]["namespace"],
+            "labels": labels,
+            "ownerReferences": [owned_by(svc, kinds.SERVICES.kind)],
+        },
+        "spec": {
+            "replicas": int(svc_spec.get("replicas", 1)),
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod},
+        },
+    }
+
+
+def service(svc: Object, template: Object) -> Object:
+    labels = _service_labels(svc)
+    port = int((template.get("spec") or {}).get("port") or 8000)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": svc["metadata"]["name"],
+            "namespace": svc["metadata"]["namespace"],
+            "labels": labels,
+            "ownerReferences": [owned_by(svc, kinds.SERVICES.kind)],
+        },
+        "spec": {
+            "selector": labels,
+            "ports": [{"name": "http", "port": port, "targetPort": "http"}],
+        },
+    }
+
+
+def template_needs(template: Object) -> list[tuple[str, str, object]]:
+    """(modelId, sourceUri, size) per source of a template."""
+    return [(s.model_id, s.source_uri, s.size) for s in model_sources(template)]
