@@ -9,8 +9,8 @@ the recording in 64 KiB chunks, so both pay for HTTP, chunking, JSON decoding an
 dict keyed by namespace/name. Ours goes through the real :class:`~aimd.runtime.informer.Informer`
 (watch, decode, strip managedFields, index with a sourceUri secondary index, dispatch to a
 handler); kubernetes_asyncio's goes through ``watch.Watch().stream(list_namespaced_custom_object)``
-into a dict. Memory is resident-set growth per cached object after our informer stored
-``--objects`` objects, measured in a fresh child process.
+into a dict. Memory is resident-set growth per cached object after each client stored
+``--objects`` objects, each measured in a fresh child process.
 """
 
 from __future__ import annotations
@@ -247,7 +247,7 @@ async def ours(stream: bytes, events: int) -> tuple[float, Informer]:
     return elapsed, informer
 
 
-async def theirs(stream: bytes, events: int) -> float:
+async def theirs(stream: bytes, events: int) -> tuple[float, dict[str, Any]]:
     from kubernetes_asyncio import client as k8s
     from kubernetes_asyncio import watch
 
@@ -279,7 +279,7 @@ async def theirs(stream: bytes, events: int) -> float:
                     break
         elapsed = time.perf_counter() - started
     await player.close()
-    return elapsed
+    return elapsed, index
 
 
 def rss_bytes() -> int:
@@ -287,21 +287,35 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-async def memory_child(objects: int) -> None:
+async def memory_child(objects: int, which: str) -> None:
     stream = recording(objects, objects)
     gc.collect()
     before = rss_bytes()
-    _, informer = await ours(stream, objects)
+    if which == "ours":
+        _, informer = await ours(stream, objects)
+        stored = len(informer.index)
+    else:
+        _, index = await theirs(stream, objects)
+        stored = len(index)
     gc.collect()
     after = rss_bytes()  # the recording is still alive: its bytes are in both readings
-    assert len(informer.index) == objects
+    assert stored == objects
     assert len(stream) > 0
     print(json.dumps({"per_object": (after - before) / objects, "objects": objects}))
 
 
-def measure_memory(objects: int) -> float:
+def measure_memory(objects: int, which: str) -> float:
+    """Resident-set growth per object, in a fresh interpreter so nothing else is counted."""
     result = subprocess.run(
-        [sys.executable, "-m", "tests.bench.bench_informer", "--memory-child", str(objects)],
+        [
+            sys.executable,
+            "-m",
+            "tests.bench.bench_informer",
+            "--memory-child",
+            str(objects),
+            "--client",
+            which,
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -320,17 +334,17 @@ async def main(objects: int, events: int, rounds: int) -> None:
     for _ in range(rounds):
         elapsed, _informer = await ours(stream, events)
         our_times.append(elapsed)
-        their_times.append(await theirs(stream, events))
+        their_times.append((await theirs(stream, events))[0])
     our_rate = events / min(our_times)
     their_rate = events / min(their_times)
-    per_object = measure_memory(objects)
+    our_memory = measure_memory(objects, "ours") / 1024
+    their_memory = measure_memory(objects, "theirs") / 1024
     print()
-    print(f"{'client':<34}{'events/s':>12}{'best of':>9}")
-    print(f"{'aimd Informer (index + handler)':<34}{our_rate:>12,.0f}{rounds:>9}")
-    print(f"{'kubernetes_asyncio Watch (dict)':<34}{their_rate:>12,.0f}{rounds:>9}")
-    print(f"{'speed-up':<34}{our_rate / their_rate:>11.1f}x")
-    print()
-    print(f"resident memory per cached object ({objects} objects): {per_object / 1024:.2f} KiB")
+    print(f"{'client':<34}{'events/s':>12}{'KiB/object':>12}")
+    print(f"{'aimd Informer (index + handler)':<34}{our_rate:>12,.0f}{our_memory:>12.2f}")
+    print(f"{'kubernetes_asyncio Watch (dict)':<34}{their_rate:>12,.0f}{their_memory:>12.2f}")
+    print(f"{'ratio':<34}{our_rate / their_rate:>11.1f}x{our_memory / their_memory:>11.2f}x")
+    print(f"\nevents/s: best of {rounds} rounds; memory: RSS growth for {objects} cached objects")
 
 
 if __name__ == "__main__":
@@ -339,8 +353,9 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--client", choices=("ours", "theirs"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
-        asyncio.run(memory_child(args.memory_child))
+        asyncio.run(memory_child(args.memory_child, args.client or "ours"))
     else:
         asyncio.run(main(args.objects, args.events, args.rounds))
