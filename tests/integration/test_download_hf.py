@@ -16,8 +16,9 @@ import json
 import os
 import signal
 import struct
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -377,3 +378,70 @@ async def test_resume_after_kill_fetches_only_missing_bytes(
     assert last_json(capsys)["fetchedBytes"] == total - on_disk
     for name, data in repo.files.items():
         assert (target / name).read_bytes() == data
+
+
+def fill(path: Path) -> None:
+    """Writes to ``path`` until the filesystem is full."""
+    with open(path, "wb") as filler:
+        try:
+            while True:
+                filler.write(bytes(1 << 16))
+                filler.flush()
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """A size-limited filesystem: a real tmpfs, so ENOSPC comes from the kernel. Mounting
+    needs root (the test machines and CI run as root); elsewhere these tests are skipped."""
+    mounts: list[Path] = []
+
+    def make(size: str) -> Path:
+        path = tmp_path / f"disk{len(mounts)}"
+        path.mkdir()
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+            capture_output=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+        mounts.append(path)
+        return path
+
+    yield make
+    for path in mounts:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+async def test_too_small_volume_is_storage_full_before_fetching(
+    hf_env: FakeHub, tiny_disk: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_model(hf_env, size_mib=6)
+    disk = tiny_disk("2m")
+    code = await download(args_for("hf://org/model", disk / "model"))
+    assert code == EXIT_CODES[Reason.STORAGE_FULL]
+    failure = last_json(capsys)
+    assert failure["reason"] == "StorageFull"
+    assert "spec.size" in failure["message"]
+    assert hf_env.served == 0
+
+
+async def test_disk_filling_up_during_download_is_storage_full(
+    hf_env: FakeHub, tiny_disk: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Space is there when the download starts, then something else takes it: the kernel's
+    ENOSPC on a write becomes StorageFull, and what was written is kept for the retry."""
+    add_model(hf_env, size_mib=6)
+    hf_env.piece_delay = 0.005
+    disk = tiny_disk("8m")
+    attempt = asyncio.create_task(download(args_for("hf://org/model", disk / "model")))
+
+    async def started() -> bool:
+        return hf_env.served > (1 << 20)
+
+    await eventually(started, timeout=60, interval=0.01, what="the download to start")
+    await asyncio.to_thread(fill, disk / "filler")
+    assert await attempt == EXIT_CODES[Reason.STORAGE_FULL]
+    assert last_json(capsys)["reason"] == "StorageFull"

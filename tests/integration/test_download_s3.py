@@ -1,0 +1,219 @@
+"""`aimd download` / `aimd probe` for s3:// against a real S3 protocol server (moto's server
+mode, started as a subprocess on a free port)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from aimd.download.command import download
+from aimd.download.reasons import EXIT_CODES, Reason
+from tests.integration.test_download_hf import args_for, last_json
+from tests.support import eventually
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_moto(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """moto's S3 server on a free loopback port; returns the process and its endpoint."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, **(extra_env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, f"http://127.0.0.1:{port}"
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError("moto server exited") from None
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("moto server did not start")
+
+
+def s3_client(endpoint: str) -> S3Client:
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[str]:
+    process, endpoint = start_moto()
+    yield endpoint
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+def s3_env(moto: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AIMD_MODEL_CACHE_NAME", "AIMD_MODEL_CACHE_NAMESPACE", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    return moto
+
+
+def upload_model(endpoint: str, bucket: str) -> dict[str, bytes]:
+    """A bucket with a model under ``models/m``: a small file (single-part ETag, its md5), a
+    12 MiB one uploaded in 5 MiB parts (multipart ETag), and a neighbour prefix that must not
+    be taken."""
+    from boto3.s3.transfer import TransferConfig
+
+    s3 = s3_client(endpoint)
+    s3.create_bucket(Bucket=bucket)
+    files = {
+        "config.json": b'{"hidden_size": 64}',
+        "weights/model.safetensors": os.urandom(12 << 20),
+        "tokenizer.json": os.urandom(300_000),
+    }
+    parts = TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20)
+    for name, data in files.items():
+        path = Path(f"/tmp/{bucket}-{name.replace('/', '_')}")
+        path.write_bytes(data)
+        s3.upload_file(str(path), bucket, f"models/m/{name}", Config=parts)
+        path.unlink()
+    s3.put_object(Bucket=bucket, Key="models/m-v2/other.bin", Body=b"not part of the model")
+    return files
+
+
+async def test_full_download_verifies_etags(
+    s3_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = await asyncio.to_thread(upload_model, s3_env, "full")
+    target = tmp_path / "m"
+    assert await download(args_for("s3://full/models/m", target)) == 0
+    assert last_json(capsys)["files"] == 3
+    for name, data in files.items():
+        assert (target / name).read_bytes() == data
+    assert not (target / "other.bin").exists()
+    manifest = json.loads((target / ".aimd" / "manifest.json").read_text())
+    verified = {name: entry["verifiedBy"] for name, entry in manifest["files"].items()}
+    assert verified == {
+        "config.json": "md5",
+        "tokenizer.json": "md5",
+        "weights/model.safetensors": "s3-multipart-md5",
+    }
+
+
+async def test_probe_sums_sizes(
+    s3_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from aimd.download.probe import configure, probe
+
+    files = await asyncio.to_thread(upload_model, s3_env, "probed")
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    assert await probe(parser.parse_args(["s3://probed/models/m", "--termination-log", ""])) == 0
+    assert last_json(capsys) == {
+        "sizeBytes": sum(len(d) for d in files.values()),
+        "revision": None,
+        "files": 3,
+    }
+
+
+async def test_missing_bucket_and_prefix_are_source_not_found(
+    s3_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await asyncio.to_thread(upload_model, s3_env, "present")
+    for uri in ("s3://absent/models/m", "s3://present/models/nothing"):
+        assert await download(args_for(uri, tmp_path / "m")) == EXIT_CODES[Reason.SOURCE_NOT_FOUND]
+        assert last_json(capsys)["reason"] == "SourceNotFound"
+
+
+async def test_bad_credentials_are_auth_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # With INITIAL_NO_AUTH_ACTION_COUNT=0 moto checks every request's keys against its IAM,
+    # where these keys do not exist: S3's InvalidAccessKeyId.
+    process, endpoint = await asyncio.to_thread(start_moto, {"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG0")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+        monkeypatch.setenv("AWS_REGION", "us-east-1")
+        code = await download(args_for("s3://bucket/models/m", tmp_path / "m"))
+        assert code == EXIT_CODES[Reason.AUTH_FAILED]
+        failure = last_json(capsys)
+        assert failure["reason"] == "AuthFailed"
+        assert "AWS_ACCESS_KEY_ID" in failure["message"]
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
+async def test_corruption_on_disk_between_attempts_is_detected(
+    s3_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A partial file damaged between attempts (bit rot, a bad disk) fails the md5 check when
+    the file completes; the partial is dropped, and the next attempt fetches it whole."""
+    files = await asyncio.to_thread(upload_model, s3_env, "rotten")
+    target = tmp_path / "m"
+    attempt = asyncio.create_task(download(args_for("s3://rotten/models/m", target)))
+
+    async def partial_with_data() -> Path | None:
+        for part in (target / ".aimd" / "partial").glob("*.part"):
+            if part.stat().st_size == len(files["weights/model.safetensors"]):
+                progress = part.with_suffix(".progress").read_bytes()
+                if any(progress[24 + 8 * i : 32 + 8 * i] != bytes(8) for i in range(12)):
+                    return part
+        return None
+
+    part = await eventually(partial_with_data, timeout=60, interval=0.001, what="a partial file")
+    attempt.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    capsys.readouterr()
+    progress = part.with_suffix(".progress").read_bytes()
+    done = [int.from_bytes(progress[24 + 8 * i : 32 + 8 * i], "little") for i in range(12)]
+    chunk = next(i for i, n in enumerate(done) if n)
+    flip_byte(part, chunk << 20)
+
+    code = await download(args_for("s3://rotten/models/m", target))
+    assert code == EXIT_CODES[Reason.VERIFICATION_FAILED], last_json(capsys)
+    assert last_json(capsys)["reason"] == "VerificationFailed"
+    assert await download(args_for("s3://rotten/models/m", target)) == 0
+    assert (target / "weights/model.safetensors").read_bytes() == files["weights/model.safetensors"]
