@@ -17,7 +17,7 @@ from aimd.dev.controlplane import ControlPlane
 from aimd.kube.client import KubeClient
 from aimd.kube.resources import CONFIG_MAPS
 from aimd.kube.watch import Watcher
-from aimd.runtime.index import label
+from aimd.runtime.index import key_of, label
 from aimd.runtime.informer import Informer
 from tests.support import eventually
 
@@ -250,3 +250,39 @@ async def test_a_silent_watch_is_reopened_without_backing_off(
         )
         await kube.create(CONFIG_MAPS, config_map("late", namespace, "1"))
         await eventually(lambda: _async("late" in recorder.names("ADDED")), what="late event")
+
+
+async def test_index_converges_to_the_server_under_churn_and_a_restart(
+    kube: KubeClient, namespace: str, control_plane: ControlPlane
+) -> None:
+    informer = Informer(kube, CONFIG_MAPS, namespace)
+    recorder = Recorder(informer)
+
+    async def churn(start: int, stop: int) -> None:
+        for i in range(start, stop):
+            await kube.create(CONFIG_MAPS, config_map(f"cm-{i}", namespace, "1"))
+            if i % 3 == 0:
+                await kube.patch(CONFIG_MAPS, f"cm-{i}", {"data": {"v": "2"}}, namespace)
+            if i % 4 == 0:
+                await kube.delete(CONFIG_MAPS, f"cm-{i}", namespace)
+
+    async with running(informer):
+        await asyncio.gather(*(churn(n * 25, n * 25 + 25) for n in range(4)))
+        await asyncio.to_thread(control_plane.restart_apiserver)
+        await asyncio.gather(*(churn(100 + n * 25, 125 + n * 25) for n in range(4)))
+
+        async def converged() -> Any:
+            truth = await kube.list(CONFIG_MAPS, namespace)
+            want = {
+                f"{namespace}/{o['metadata']['name']}": o["metadata"]["resourceVersion"]
+                for o in truth["items"]
+            }
+            have = {key_of(o): o["metadata"]["resourceVersion"] for o in informer.index}
+            return want == have or None
+
+        await eventually(converged, timeout=90, what="index equal to the server's state")
+        assert recorder.violations == []
+        assert len(informer.index) == 150
+        patched = [o for o in informer.index if int(o["metadata"]["name"][3:]) % 3 == 0]
+        assert patched
+        assert all(o["data"]["v"] == "2" for o in patched)
