@@ -56,6 +56,9 @@ async def serve(settings: Settings, setup: Setup) -> int:
         except LeadershipLost as lost:
             log.error("%s; exiting so that this replica restarts as a standby", lost)
             return 1
+        except Exception:
+            log.exception("the manager failed")
+            return 1
     return 0
 
 
