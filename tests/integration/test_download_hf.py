@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -160,8 +161,9 @@ class FakeHub:
         return response
 
 
-@pytest.fixture
-async def hub(unused_tcp_port: int) -> AsyncIterator[FakeHub]:
+@contextlib.asynccontextmanager
+async def serve_hub(port: int) -> AsyncIterator[FakeHub]:
+    """A :class:`FakeHub` listening on ``127.0.0.1:port`` for as long as the context lasts."""
     fake = FakeHub()
     app = web.Application()
     app.router.add_get("/api/models/{org}/{name}/revision/{rev}", fake.info)
@@ -169,11 +171,18 @@ async def hub(unused_tcp_port: int) -> AsyncIterator[FakeHub]:
     app.router.add_route("*", "/{org}/{name}/resolve/{rev}/{path:.+}", fake.resolve)
     runner = web.AppRunner(app, shutdown_timeout=0.5)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", unused_tcp_port)
-    await site.start()
-    fake.url = f"http://127.0.0.1:{unused_tcp_port}"
-    yield fake
-    await runner.cleanup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    fake.url = f"http://127.0.0.1:{port}"
+    try:
+        yield fake
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def hub(unused_tcp_port: int) -> AsyncIterator[FakeHub]:
+    async with serve_hub(unused_tcp_port) as fake:
+        yield fake
 
 
 def model_files(size_mib: int = 6) -> dict[str, bytes]:
