@@ -42,6 +42,7 @@ import orjson
 
 from aimd.kube.auth import Credentials, KubeconfigCredentials, ServiceAccountCredentials
 from aimd.kube.errors import (
+    ApiError,
     ServerError,
     TooManyRequests,
     Unauthorized,
@@ -226,7 +227,6 @@ class KubeClient:
         data: bytes | None = None
         if body is not None:
             data = body if isinstance(body, bytes) else orjson.dumps(body)
-        idempotent = method in IDEMPOTENT_METHODS
         reauthenticated = False
         attempt = 0
         while True:
@@ -240,37 +240,38 @@ class KubeClient:
                 attempt -= 1
                 await self.credentials.invalidate()
                 continue
-            except TooManyRequests as error:
-                if attempt >= self.max_attempts:
+            except (ApiError, aiohttp.ClientError, TimeoutError) as error:
+                delay = self.retry_delay(method, error, attempt)
+                if delay is None:
                     raise
-                delay = (
-                    min(error.retry_after, self.retry_after_cap)
-                    if error.retry_after is not None
-                    else self._backoff(attempt)
-                )
-            except ServerError as error:
-                if (
-                    not idempotent
-                    or error.status not in RETRIABLE_SERVER_CODES
-                    or attempt >= self.max_attempts
-                ):
-                    raise
-                delay = self._backoff(attempt)
-            except (
-                aiohttp.ClientConnectorCertificateError,
-                aiohttp.ClientConnectorSSLError,
-            ):
-                raise
-            except aiohttp.ClientConnectorError:
-                # Connect failed: nothing was sent, so even a POST may be repeated.
-                if attempt >= self.max_attempts:
-                    raise
-                delay = self._backoff(attempt)
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError):
-                if not idempotent or attempt >= self.max_attempts:
-                    raise
-                delay = self._backoff(attempt)
             await asyncio.sleep(delay)
+
+    def retry_delay(self, method: str, error: BaseException, attempt: int) -> float | None:
+        """Seconds to wait before retrying ``method`` after ``error`` on attempt ``attempt``
+        (1-based), or None to give up and raise. The policy of the module docstring."""
+        if attempt >= self.max_attempts:
+            return None
+        idempotent = method.upper() in IDEMPOTENT_METHODS
+        if isinstance(error, TooManyRequests):
+            if error.retry_after is not None:
+                return min(error.retry_after, self.retry_after_cap)
+            return self._backoff(attempt)
+        if isinstance(error, ServerError):
+            retriable = idempotent and error.status in RETRIABLE_SERVER_CODES
+            return self._backoff(attempt) if retriable else None
+        if isinstance(error, ApiError):
+            return None
+        if isinstance(
+            error, aiohttp.ClientConnectorCertificateError | aiohttp.ClientConnectorSSLError
+        ):
+            return None  # retrying cannot fix a certificate
+        if isinstance(error, aiohttp.ClientConnectorError):
+            return self._backoff(attempt)  # connect failed: nothing was sent, even a POST
+        if isinstance(
+            error, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError | TimeoutError
+        ):
+            return self._backoff(attempt) if idempotent else None
+        return None
 
     @contextlib.asynccontextmanager
     async def stream(
