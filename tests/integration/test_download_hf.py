@@ -58,6 +58,9 @@ class FakeHub:
     piece_delay: float = 0.0
     stall_after: int | None = None
     corrupt: set[str] = field(default_factory=set)
+    throttle: int = 0
+    throttled: int = 0
+    retry_after: str = "1"
     url: str = ""
 
     def add(self, repo_id: str, files: dict[str, bytes], lfs: set[str]) -> Repo:
@@ -121,6 +124,9 @@ class FakeHub:
         repo = denied or self._repo(request)
         if isinstance(repo, web.Response):
             return repo
+        if self.throttled < self.throttle:
+            self.throttled += 1
+            return web.Response(status=429, headers={"Retry-After": self.retry_after})
         name = request.match_info["path"]
         data = repo.files.get(name)
         if data is None:
@@ -327,6 +333,31 @@ async def test_stall_fails_the_attempt(
     code = await download(args_for("hf://org/model", tmp_path / "m", "--stall-timeout", "1.5"))
     assert code == EXIT_CODES[Reason.STALLED]
     assert last_json(capsys)["reason"] == "Stalled"
+
+
+async def test_throttling_is_waited_out_as_retry_after_asks(
+    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = add_model(hf_env)
+    hf_env.throttle = 3
+    hf_env.retry_after = "0.2"
+    assert await download(args_for("hf://org/model", tmp_path / "m")) == 0
+    assert hf_env.throttled == 3
+    for name, data in repo.files.items():
+        assert (tmp_path / "m" / name).read_bytes() == data
+
+
+async def test_throttling_longer_than_allowed_is_rate_limited(
+    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_model(hf_env)
+    hf_env.throttle = 1_000_000
+    hf_env.retry_after = "30"
+    code = await download(args_for("hf://org/model", tmp_path / "m", "--max-retry-after", "5"))
+    assert code == EXIT_CODES[Reason.RATE_LIMITED]
+    failure = last_json(capsys)
+    assert failure["reason"] == "RateLimited"
+    assert failure["retryAfterSeconds"] == 30
 
 
 def recorded_bytes(target: Path) -> int:
