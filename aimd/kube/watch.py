@@ -1,4 +1,4 @@
-"""List-then-watch for one resource, forever: the reflector of client-go, as an async generator.
+"""List-then-watch for one resource, forever: the reflector of client-go.
 
 :meth:`Watcher.run` feeds a :class:`WatchSink`, synchronously and in order:
 
@@ -21,9 +21,11 @@ Which resourceVersion each request uses, and why:
    with ``allowWatchBookmarks=true`` so an idle resource still advances us, and ``timeoutSeconds``
    drawn from 5 to 10 minutes so many watches do not all end at once. A watch the server ends at its
    timeout is simply reopened from where we are: no list, no backoff.
-3. **Silence**: with no byte for ``inactivity_timeout`` (70 s; bookmarks come about once a
-   minute) the connection is presumed dead (a half-open TCP connection after a node or load
-   balancer failure never errors), closed, and the watch reopened from the same resourceVersion.
+3. **Silence**: with no byte for ``inactivity_timeout`` (70 s) the connection may be dead (a
+   half-open TCP connection after a node or load balancer failure never errors), so it is
+   closed and the watch reopened at once from the same resourceVersion, without backoff: an
+   idle resource looks the same (kube-apiserver 1.35 sent no bookmark to an idle watch in 75 s
+   in our tests), and a dead server shows itself on the reconnect, which does back off.
 4. **410 Gone / Expired** (as the HTTP status or as an ERROR event), or "resourceVersion too
    large": our resourceVersion is no longer served. We relist with it unset (quorum read), and
    the consumer's diff turns objects deleted meanwhile into deletions.
@@ -32,8 +34,9 @@ Which resourceVersion each request uses, and why:
    resourceVersion — the server's watch cache still has those events unless it says 410.
 6. **Anything else** (403 while RBAC is being fixed, an undecodable line): wait the same backoff
    and relist with our resourceVersion ("not older than", served from the watch cache).
+7. **A watch that ends at once with nothing** (a proxy cutting streams): backoff, then reopen.
 
-Every object yielded has lost ``metadata.managedFields``: large, never read by a controller, and
+Every object delivered has lost ``metadata.managedFields``: large, never read by a controller, and
 most of the memory an index would otherwise spend. Lines are split by hand from the raw chunks,
 so a single event of many MiB parses (aiohttp's ``readline`` refuses lines over 128 KiB).
 
