@@ -59,6 +59,7 @@ class FakeHub:
     stall_after: int | None = None
     corrupt: set[str] = field(default_factory=set)
     throttle: int = 0
+    redirects: int = 0
     throttled: int = 0
     retry_after: str = "1"
     url: str = ""
@@ -120,7 +121,14 @@ class FakeHub:
         )
 
     async def resolve(self, request: web.Request) -> web.StreamResponse:
-        denied = self._authorized(request)
+        return await self._serve(request, from_cdn=False)
+
+    async def cdn(self, request: web.Request) -> web.StreamResponse:
+        """Where the hub redirects LFS downloads: another host in reality, no token needed."""
+        return await self._serve(request, from_cdn=True)
+
+    async def _serve(self, request: web.Request, from_cdn: bool) -> web.StreamResponse:
+        denied = None if from_cdn else self._authorized(request)
         repo = denied or self._repo(request)
         if isinstance(repo, web.Response):
             return repo
@@ -143,6 +151,10 @@ class FakeHub:
             }
         else:
             headers["ETag"] = f'"{git_blob_id(data)}"'
+        if name in repo.lfs and not from_cdn and request.method == "GET":
+            self.redirects += 1
+            location = "/_" + request.path.replace("/resolve/", "/cdn/", 1)
+            return web.Response(status=302, headers={**headers, "Location": location})
         start, end, status = 0, len(data), 200
         if "Range" in request.headers:
             first, _, last = request.headers["Range"].removeprefix("bytes=").partition("-")
@@ -175,6 +187,7 @@ async def serve_hub(port: int) -> AsyncIterator[FakeHub]:
     app.router.add_get("/api/models/{org}/{name}/revision/{rev}", fake.info)
     app.router.add_get("/api/models/{org}/{name}", fake.info)
     app.router.add_route("*", "/{org}/{name}/resolve/{rev}/{path:.+}", fake.resolve)
+    app.router.add_get("/_/{org}/{name}/cdn/{rev}/{path:.+}", fake.cdn)
     runner = web.AppRunner(app, shutdown_timeout=0.5)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -248,6 +261,7 @@ async def test_full_download_is_verified_and_pinned(
     result = last_json(capsys)
     assert result["result"] == "Succeeded"
     assert result["revision"] == COMMIT
+    assert hf_env.redirects > 0, "LFS files come through the hub's redirect, as from the real hub"
     for name, data in repo.files.items():
         assert (target / name).read_bytes() == data
     manifest = json.loads((target / ".aimd" / "manifest.json").read_text())
