@@ -217,3 +217,13 @@ async def test_corruption_on_disk_between_attempts_is_detected(
     assert last_json(capsys)["reason"] == "VerificationFailed"
     assert await download(args_for("s3://rotten/models/m", target)) == 0
     assert (target / "weights/model.safetensors").read_bytes() == files["weights/model.safetensors"]
+
+
+async def test_a_uri_naming_one_object_downloads_that_object(
+    s3_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = await asyncio.to_thread(upload_model, s3_env, "single")
+    target = tmp_path / "m"
+    assert await download(args_for("s3://single/models/m/tokenizer.json", target)) == 0
+    assert (target / "tokenizer.json").read_bytes() == files["tokenizer.json"]
+    assert last_json(capsys)["files"] == 1
