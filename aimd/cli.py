@@ -32,7 +32,11 @@ COMMANDS = (
     ),
     Command("probe", "print a model's total size without downloading it", "aimd.download.probe"),
     Command("crds", "print the CustomResourceDefinitions as YAML", "aimd.crds"),
-    Command("dev", "local control plane + controller + sample caches, no cluster needed", None),
+    Command(
+        "dev",
+        "local control plane + controller + sample caches, no cluster needed",
+        "aimd.dev.command",
+    ),
     Command("cache", "list model caches, or say what one is waiting for", "aimd.cachectl"),
 )
 

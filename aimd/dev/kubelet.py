@@ -26,6 +26,7 @@ from aimd.kube.client import KubeClient
 from aimd.kube.errors import ApiError, NotFound
 from aimd.kube.resources import (
     CONFIG_MAPS,
+    DEPLOYMENTS,
     JOBS,
     PERSISTENT_VOLUME_CLAIMS,
     SECRETS,
@@ -88,6 +89,44 @@ def failed_status(start_time: str, message: str) -> dict[str, Any]:
     }
 
 
+def deployment_current(deployment: dict[str, Any]) -> bool:
+    status = deployment.get("status") or {}
+    return bool(
+        status.get("observedGeneration") == deployment["metadata"].get("generation")
+        and status.get("availableReplicas", 0) == deployment["spec"].get("replicas", 1)
+    )
+
+
+def rolled_out_status(deployment: dict[str, Any]) -> dict[str, Any]:
+    replicas = deployment["spec"].get("replicas", 1)
+    stamp = now()
+    return {
+        "observedGeneration": deployment["metadata"].get("generation"),
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": replicas,
+        "availableReplicas": replicas,
+        "conditions": [
+            {
+                "type": "Available",
+                "status": "True",
+                "reason": "MinimumReplicasAvailable",
+                "message": "Deployment has minimum availability.",
+                "lastUpdateTime": stamp,
+                "lastTransitionTime": stamp,
+            },
+            {
+                "type": "Progressing",
+                "status": "True",
+                "reason": "NewReplicaSetAvailable",
+                "message": "ReplicaSet has successfully progressed.",
+                "lastUpdateTime": stamp,
+                "lastTransitionTime": stamp,
+            },
+        ],
+    }
+
+
 def _condition(type_: str, reason: str, message: str, stamp: str) -> dict[str, Any]:
     return {
         "type": type_,
@@ -101,13 +140,18 @@ def _condition(type_: str, reason: str, message: str, stamp: str) -> dict[str, A
 
 @dataclass
 class LocalKubelet:
-    """Runs the Jobs and binds the PVCs of one namespace (or all) on this machine."""
+    """Runs the Jobs, binds the PVCs and reports the Deployments of one namespace (or all) on
+    this machine.
+
+    `extra_env` is given to every Job before its own env (e.g. `HF_ENDPOINT` of a local hub).
+    """
 
     client: KubeClient
     root: Path
     server: str
     ca_file: str | None = None
     namespace: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
     interval: float = 0.5
     aimd_command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "aimd"])
     _running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -132,6 +176,9 @@ class LocalKubelet:
                 "deletionTimestamp"
             ):
                 await self.bind(claim)
+        for deployment in (await self.client.list(DEPLOYMENTS, self.namespace))["items"]:
+            if not deployment_current(deployment):
+                await self.roll_out(deployment)
         for job in (await self.client.list(JOBS, self.namespace))["items"]:
             key = (
                 f"{job['metadata']['namespace']}/{job['metadata']['name']}/{job['metadata']['uid']}"
@@ -159,6 +206,19 @@ class LocalKubelet:
                 PERSISTENT_VOLUME_CLAIMS,
                 meta["name"],
                 {"status": status},
+                meta["namespace"],
+                subresource="status",
+            )
+
+    async def roll_out(self, deployment: dict[str, Any]) -> None:
+        """Reports every replica of a Deployment ready and available, as the Deployment
+        controller would once its pods run (this machine runs no serving pods)."""
+        meta = deployment["metadata"]
+        with contextlib.suppress(NotFound):
+            await self.client.patch(
+                DEPLOYMENTS,
+                meta["name"],
+                {"status": rolled_out_status(deployment)},
                 meta["namespace"],
                 subresource="status",
             )
@@ -196,6 +256,7 @@ class LocalKubelet:
         env = {
             "PATH": os.environ.get("PATH", ""),
             "HOME": os.environ.get("HOME", "/tmp"),
+            **self.extra_env,
             **await self._env(namespace, container),
         }
         service_account = pod.get("serviceAccountName")

@@ -1,0 +1,189 @@
+"""A local server that speaks the part of the Hugging Face hub's API that `aimd download` uses.
+
+There is no internet in a test run or an offline demo, so `aimd dev` and the tests serve models
+from here: model info with file metadata at `/api/models/{repo}/revision/{rev}` and files at
+`/{repo}/resolve/{rev}/{file}`, with the hub's headers (X-Repo-Commit, ETag, X-Linked-Etag and
+X-Linked-Size for LFS files, Range). It counts the bytes it serves, so a test can prove what a
+resumed download fetched again, and it can require a token, slow down, stall or corrupt a file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from aimd.dev.controlplane import free_port
+
+DEMO_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+PIECE = 64 * 1024
+
+
+def git_blob_id(data: bytes) -> str:
+    """The id git gives a file's content: what the hub reports as a plain file's ETag."""
+    return hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest()
+
+
+def model_files(size_mib: float = 6) -> dict[str, bytes]:
+    """A small model: a config (a plain git file) and two weight files (LFS on the hub)."""
+    half = int(size_mib * (1 << 20)) // 2
+    return {
+        "config.json": json.dumps({"hidden_size": 64}).encode(),
+        "model-00001-of-00002.safetensors": os.urandom(half + 12345),
+        "model-00002-of-00002.safetensors": os.urandom(half),
+    }
+
+
+@dataclass
+class Repo:
+    files: dict[str, bytes]
+    lfs: set[str]
+    commit: str = DEMO_COMMIT
+
+    @property
+    def size(self) -> int:
+        return sum(len(data) for data in self.files.values())
+
+
+@dataclass
+class LocalHub:
+    """The hub's file API over the repos in `repos`, with knobs for the failure cases."""
+
+    repos: dict[str, Repo] = field(default_factory=dict)
+    token: str | None = None
+    served: int = 0
+    piece_delay: float = 0.0
+    stall_after: int | None = None
+    corrupt: set[str] = field(default_factory=set)
+    url: str = ""
+
+    def add(self, repo_id: str, files: dict[str, bytes], lfs: set[str] | None = None) -> Repo:
+        """Adds a repo; by default every `.safetensors` file is an LFS file."""
+        if lfs is None:
+            lfs = {name for name in files if name.endswith(".safetensors")}
+        self.repos[repo_id] = repo = Repo(files, lfs)
+        return repo
+
+    def add_model(self, repo_id: str, size_mib: float = 6) -> Repo:
+        return self.add(repo_id, model_files(size_mib))
+
+    def _authorized(self, request: web.Request) -> web.Response | None:
+        if self.token is None or request.headers.get("Authorization") == f"Bearer {self.token}":
+            return None
+        return web.Response(
+            status=401, headers={"X-Error-Message": "Invalid credentials in Authorization header"}
+        )
+
+    def _repo(self, request: web.Request) -> Repo | web.Response:
+        denied = self._authorized(request)
+        if denied is not None:
+            return denied
+        repo = self.repos.get(f"{request.match_info['org']}/{request.match_info['name']}")
+        if repo is None:
+            return web.json_response(
+                {"error": "Repository not found"},
+                status=404,
+                headers={"X-Error-Code": "RepoNotFound"},
+            )
+        if request.match_info.get("rev", "main") not in ("main", repo.commit):
+            return web.json_response(
+                {"error": "Invalid rev id"},
+                status=404,
+                headers={"X-Error-Code": "RevisionNotFound"},
+            )
+        return repo
+
+    async def info(self, request: web.Request) -> web.StreamResponse:
+        repo = self._repo(request)
+        if isinstance(repo, web.Response):
+            return repo
+        siblings: list[dict[str, Any]] = []
+        for name, data in repo.files.items():
+            sibling: dict[str, Any] = {
+                "rfilename": name,
+                "size": len(data),
+                "blobId": git_blob_id(data),
+            }
+            if name in repo.lfs:
+                sha = hashlib.sha256(data).hexdigest()
+                sibling["lfs"] = {"sha256": sha, "size": len(data), "pointerSize": 134}
+            siblings.append(sibling)
+        repo_id = f"{request.match_info['org']}/{request.match_info['name']}"
+        return web.json_response(
+            {
+                "id": repo_id,
+                "modelId": repo_id,
+                "sha": repo.commit,
+                "private": False,
+                "siblings": siblings,
+            }
+        )
+
+    async def resolve(self, request: web.Request) -> web.StreamResponse:
+        repo = self._repo(request)
+        if isinstance(repo, web.Response):
+            return repo
+        name = request.match_info["path"]
+        data = repo.files.get(name)
+        if data is None:
+            return web.Response(status=404, headers={"X-Error-Code": "EntryNotFound"})
+        headers = {"X-Repo-Commit": repo.commit, "Accept-Ranges": "bytes"}
+        if name in repo.lfs:
+            sha = hashlib.sha256(data).hexdigest()
+            headers |= {
+                "X-Linked-Etag": f'"{sha}"',
+                "X-Linked-Size": str(len(data)),
+                "ETag": f'"{sha}"',
+            }
+        else:
+            headers["ETag"] = f'"{git_blob_id(data)}"'
+        if name in self.corrupt:
+            data = bytes([data[0] ^ 0xFF]) + data[1:]
+        start, end, status = 0, len(data), 200
+        if "Range" in request.headers:
+            first, _, last = request.headers["Range"].removeprefix("bytes=").partition("-")
+            start, end, status = int(first), min(int(last or len(data) - 1) + 1, len(data)), 206
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
+        headers["Content-Length"] = str(end - start)
+        response = web.StreamResponse(status=status, headers=headers)
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
+        position = start
+        while position < end:
+            if self.stall_after is not None and self.served >= self.stall_after:
+                await asyncio.sleep(3600)
+            piece = data[position : min(end, position + PIECE)]
+            await response.write(piece)
+            self.served += len(piece)
+            position += len(piece)
+            if self.piece_delay:
+                await asyncio.sleep(self.piece_delay)
+        await response.write_eof()
+        return response
+
+
+@contextlib.asynccontextmanager
+async def serve_hub(port: int = 0, host: str = "127.0.0.1") -> AsyncIterator[LocalHub]:
+    """A :class:`LocalHub` listening on `host:port` (0: any free port) while the context lasts."""
+    hub = LocalHub()
+    app = web.Application()
+    app.router.add_get("/api/models/{org}/{name}/revision/{rev}", hub.info)
+    app.router.add_get("/api/models/{org}/{name}", hub.info)
+    app.router.add_route("*", "/{org}/{name}/resolve/{rev}/{path:.+}", hub.resolve)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    port = port or free_port()
+    await web.TCPSite(runner, host, port).start()
+    hub.url = f"http://{host}:{port}"
+    try:
+        yield hub
+    finally:
+        await runner.cleanup()
