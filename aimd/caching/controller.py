@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,8 @@ from aimd.caching.template import TemplateReconciler
 from aimd.caching.template_cache import TemplateCacheReconciler
 from aimd.caching.templates import source_uris
 from aimd.kube.client import KubeClient
-from aimd.runtime import Controller, Manager
+from aimd.kube.errors import Conflict
+from aimd.runtime import Controller, Manager, Result
 from aimd.settings import Settings, add_arguments
 
 log = logging.getLogger(__name__)
@@ -54,18 +55,39 @@ def _ns(obj: Object) -> str:
     return str(obj["metadata"].get("namespace") or "")
 
 
+def conflicts_retried(reconcile: Callable[[Any], Awaitable[Result | None]]) -> Any:
+    """A 409 means the decision was taken on state older than the server's: not an error, just
+    a reason to decide again (with the key's backoff) once the watch has brought the news."""
+
+    async def wrapped(key: Any) -> Result | None:
+        try:
+            return await reconcile(key)
+        except Conflict:
+            log.debug("conflict on %r; retrying from fresh state", key)
+            return Result(requeue=True)
+
+    return wrapped
+
+
 def install(manager: Manager, image: str, policy: RetryPolicy | None = None) -> Caching:
     """Declares informers, indexes, controllers and handlers on ``manager``."""
     state = State(manager)
     metrics.watch(state.model_caches.index, state.template_caches.index)
     caching = Caching(
         state,
-        manager.controller("template", TemplateReconciler(manager, state).reconcile),
-        manager.controller("templatecache", TemplateCacheReconciler(manager, state).reconcile),
         manager.controller(
-            "modelcache", ModelCacheReconciler(manager, state, image, policy).reconcile
+            "template", conflicts_retried(TemplateReconciler(manager, state).reconcile)
         ),
-        manager.controller("service", ServiceReconciler(manager, state).reconcile),
+        manager.controller(
+            "templatecache", conflicts_retried(TemplateCacheReconciler(manager, state).reconcile)
+        ),
+        manager.controller(
+            "modelcache",
+            conflicts_retried(ModelCacheReconciler(manager, state, image, policy).reconcile),
+        ),
+        manager.controller(
+            "service", conflicts_retried(ServiceReconciler(manager, state).reconcile)
+        ),
     )
     _wire(caching)
     return caching

@@ -176,6 +176,8 @@ class ServiceReconciler:
         if not live(svc):
             await self.clean_up(svc)
             return None
+        if self.state.namespace_terminating(namespace):
+            return None  # nothing can be created there any more; D7 runs when svc is deleted
         added = await add_finalizer(self.client, kinds.SERVICES, svc)
         if added is None:
             return None

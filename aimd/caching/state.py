@@ -123,8 +123,10 @@ class State:
     # -- questions ---------------------------------------------------------------------------
 
     def namespace_terminating(self, namespace: str) -> bool:
+        """True once the namespace is being deleted; a namespace the index does not know yet
+        (its event may trail its objects' events) counts as live."""
         found = self.namespaces.index.get(namespace)
-        return found is None or bool(
+        return found is not None and bool(
             found["metadata"].get("deletionTimestamp")
             or (found.get("status") or {}).get("phase") == "Terminating"
         )

@@ -140,6 +140,8 @@ class TemplateCacheReconciler:
         if not live(tc):
             await self.clean_up(tc)
             return None
+        if self.state.namespace_terminating(namespace):
+            return None
         added = await add_finalizer(self.client, kinds.TEMPLATE_CACHES, tc)
         if added is None:
             return None
