@@ -1,0 +1,279 @@
+"""The pure decisions of the caching reconcilers: index state in, children and status out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aimd.caching import builders, names
+from aimd.caching.conditions import timestamp
+from aimd.caching.model_cache import Observed, RetryPolicy, decide
+from aimd.caching.service import desired_status as service_status
+from aimd.caching.service import mounts_of, reusable_template_cache
+from aimd.caching.template_cache import desired_status as template_cache_status
+from aimd.caching.template_cache import worst
+from aimd.caching.templates import Resolved, problems
+from aimd.caching.writes import status_patch
+
+Object = dict[str, Any]
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+POLICY = RetryPolicy()
+URI = "hf://org/model"
+
+
+def mc(size: str | None = "10Gi", **status: Any) -> Object:
+    spec: Object = {"sourceUri": URI, "modelId": "org/model"}
+    if size:
+        spec["size"] = size
+    return {
+        "metadata": {"name": "mc", "namespace": "ns", "uid": "mc-uid", "generation": 1},
+        "spec": spec,
+        "status": status,
+    }
+
+
+def pvc(phase: str = "Bound") -> Object:
+    return {"metadata": {"name": "mc-data", "uid": "abcde-123"}, "status": {"phase": phase}}
+
+
+def job(name: str, outcome: str | None) -> Object:
+    conditions = [{"type": outcome, "status": "True"}] if outcome else []
+    return {"metadata": {"name": name}, "status": {"conditions": conditions}}
+
+
+READY = (True, True, True)
+JOB0 = names.download_job_name("mc", "abcde-123", 0)
+
+
+def test_an_unknown_size_is_probed_before_any_volume() -> None:
+    plan = decide(mc(size=None), Observed(None, {}, READY), "img", NOW, POLICY)
+    kinds = [body["kind"] for _, body in plan.creates]
+    assert kinds == ["Job"]
+    assert plan.creates[0][1]["spec"]["template"]["spec"]["containers"][0]["command"][:2] == [
+        "aimd",
+        "probe",
+    ]
+    assert plan.status["status"] == "Pending"
+
+
+def test_a_probed_size_sizes_the_volume() -> None:
+    probed = mc(size=None, probe={"sizeBytes": 20 * 1024**3})
+    plan = decide(probed, Observed(None, {}, READY), "img", NOW, POLICY)
+    (claim,) = [body for _, body in plan.creates if body["kind"] == "PersistentVolumeClaim"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "22Gi"
+
+
+def test_a_new_cache_gets_its_downloader_rights_and_volume_first() -> None:
+    plan = decide(mc(), Observed(None, {}, (False, False, False)), "img", NOW, POLICY)
+    assert [b["kind"] for _, b in plan.creates] == [
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "PersistentVolumeClaim",
+    ]
+    role = plan.creates[1][1]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["aim.eai.amd.com"],
+            "resources": ["aimmodelcaches/status"],
+            "resourceNames": ["mc"],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    assert all(b["metadata"]["ownerReferences"][0]["uid"] == "mc-uid" for _, b in plan.creates)
+
+
+def test_a_bound_volume_gets_a_download_job_and_progressing() -> None:
+    plan = decide(mc(), Observed(pvc(), {}, READY), "img", NOW, POLICY)
+    (created,) = [b for _, b in plan.creates]
+    assert created["metadata"]["name"] == JOB0
+    pod = created["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["aimd", "download", URI, "--target", "/workspace/model"]
+    assert container["image"] == "img"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert created["spec"]["backoffLimit"] == 0
+    assert {"name": "AIMD_MODEL_CACHE_NAME", "value": "mc"} in container["env"]
+    assert plan.status["status"] == "Progressing"
+    assert plan.started
+
+
+def test_available_needs_the_job_complete_and_the_volume_bound() -> None:
+    jobs = {JOB0: job(JOB0, "Complete")}
+    waiting = decide(mc(), Observed(pvc("Pending"), jobs, READY), "img", NOW, POLICY)
+    assert waiting.status["status"] == "Progressing"
+    done = decide(mc(), Observed(pvc(), jobs, READY), "img", NOW, POLICY)
+    assert done.status["status"] == "Available"
+    assert done.status["availableTime"] == timestamp(NOW)
+    assert done.succeeded
+
+
+def test_a_failed_job_fails_the_cache_with_its_reason_and_a_retry_time() -> None:
+    failing = mc(lastDownloadFailure={"reason": "AuthFailed", "message": "401"})
+    jobs = {JOB0: job(JOB0, "Failed")}
+    plan = decide(failing, Observed(pvc(), jobs, READY), "img", NOW, POLICY)
+    assert plan.status["status"] == "Failed"
+    assert plan.status["failures"] == 1
+    ready = plan.status["conditions"][-1]
+    assert ready["reason"] == "AuthFailed"
+    retry = datetime.fromisoformat(plan.status["nextRetryTime"].replace("Z", "+00:00"))
+    assert timedelta(0) < retry - NOW <= timedelta(minutes=1)
+    assert plan.failed_reason == "AuthFailed"
+
+
+def test_a_failed_cache_waits_for_its_retry_time_then_starts_a_new_job() -> None:
+    later = timestamp(NOW + timedelta(seconds=30))
+    failed = mc(status="Failed", failures=1, nextRetryTime=later, job=JOB0)
+    jobs = {JOB0: job(JOB0, "Failed")}
+    waiting = decide(failed, Observed(pvc(), jobs, READY), "img", NOW, POLICY)
+    assert not waiting.creates
+    assert waiting.requeue_after == 30
+    retried = decide(
+        failed, Observed(pvc(), jobs, READY), "img", NOW + timedelta(minutes=1), POLICY
+    )
+    (created,) = [b for _, b in retried.creates]
+    assert created["metadata"]["name"] == names.download_job_name("mc", "abcde-123", 1)
+    assert retried.retried
+    assert retried.status["status"] == "Progressing"
+    assert retried.status["nextRetryTime"] is None
+
+
+def test_backoff_is_exponential_first_within_a_minute_capped_at_thirty() -> None:
+    delays = [POLICY.delay(n) for n in range(1, 12)]
+    assert delays[0] <= 60
+    assert delays == sorted(delays)
+    assert max(delays) == 1800
+
+
+def test_an_available_cache_whose_volume_vanished_downloads_again() -> None:
+    available = mc(status="Available", job=JOB0, availableTime=timestamp(NOW))
+    plan = decide(available, Observed(None, {}, READY), "img", NOW, POLICY)
+    assert [b["kind"] for _, b in plan.creates] == ["PersistentVolumeClaim"]
+    assert plan.status["status"] == "Progressing"
+    assert plan.status["conditions"][-1]["reason"] == "VolumeLost"
+
+
+def test_an_available_cache_writes_nothing_again() -> None:
+    jobs = {JOB0: job(JOB0, "Complete")}
+    first = decide(mc(), Observed(pvc(), jobs, READY), "img", NOW, POLICY)
+    settled = mc(**{k: v for k, v in first.status.items() if v is not None})
+    again = decide(settled, Observed(pvc(), jobs, READY), "img", NOW + timedelta(hours=1), POLICY)
+    assert not again.creates
+    assert status_patch(settled, again.status) == {}
+
+
+def template(*uris: str) -> Object:
+    return {
+        "metadata": {"name": "tpl", "namespace": "ns", "uid": "tpl-uid"},
+        "spec": {
+            "image": "img",
+            "modelSources": [{"modelId": f"org/m{i}", "sourceUri": u} for i, u in enumerate(uris)],
+        },
+    }
+
+
+def tc() -> Object:
+    return {
+        "metadata": {"name": "tc", "namespace": "ns", "uid": "tc-uid"},
+        "spec": {"templateName": "tpl"},
+    }
+
+
+def named_mc(name: str, uri: str, status: str, created: str = "2026-01-01T00:00:00Z") -> Object:
+    return {
+        "metadata": {"name": name, "namespace": "ns", "uid": name, "creationTimestamp": created},
+        "spec": {"sourceUri": uri},
+        "status": {"status": status, "persistentVolumeClaim": f"{name}-data"},
+    }
+
+
+def test_a_template_cache_is_the_worst_of_its_model_caches() -> None:
+    assert worst(["Available", "Progressing"]) == "Progressing"
+    assert worst(["Available", "Failed", "Pending"]) == "Failed"
+    assert worst(["Available", "Available"]) == "Available"
+    caches = {"hf://a/a": [named_mc("a", "hf://a/a", "Available")], "hf://b/b": []}
+    status = template_cache_status(
+        tc(), Resolved(template("hf://a/a", "hf://b/b"), "Namespace"), caches.__getitem__, NOW
+    )
+    assert status["status"] == "Pending"
+    assert [e["name"] for e in status["modelCaches"]] == ["a", ""]
+
+
+def test_a_template_cache_prefers_an_available_model_cache_over_an_older_one() -> None:
+    older = named_mc("old", "hf://a/a", "Failed", "2025-01-01T00:00:00Z")
+    ready = named_mc("new", "hf://a/a", "Available")
+    status = template_cache_status(
+        tc(), Resolved(template("hf://a/a"), "Namespace"), lambda uri: [older, ready], NOW
+    )
+    assert status["status"] == "Available"
+    assert status["modelCaches"][0]["name"] == "new"
+
+
+def test_a_template_cache_without_template_fails_with_template_not_found() -> None:
+    status = template_cache_status(tc(), None, lambda uri: [], NOW)
+    assert status["status"] == "Failed"
+    assert status["conditions"][-1]["reason"] == "TemplateNotFound"
+
+
+def test_invalid_templates_name_the_bad_field() -> None:
+    bad = template("ftp://x/y")
+    bad["spec"]["modelSources"][0]["modelId"] = "no-slash"
+    fields = {p.field for p in problems(bad)}
+    assert fields == {"spec.modelSources[0].modelId", "spec.modelSources[0].sourceUri"}
+
+
+def svc(cache: bool = True) -> Object:
+    return {
+        "metadata": {"name": "svc", "namespace": "ns", "uid": "svc-uid", "generation": 1},
+        "spec": {"templateName": "tpl", "cacheModel": cache, "replicas": 1},
+    }
+
+
+def test_a_service_without_its_template_is_pending() -> None:
+    status = service_status(svc(), None, None, None, NOW)
+    assert status["status"] == "Pending"
+    reasons = {c["type"]: c["reason"] for c in status["conditions"]}
+    assert reasons["TemplateResolved"] == "TemplateNotFound"
+
+
+def test_a_service_reuses_the_available_template_cache_of_its_template() -> None:
+    resolved = Resolved(template("hf://a/a"), "Namespace")
+    pending = {**tc(), "status": {"status": "Pending"}}
+    ready = {
+        **tc(),
+        "metadata": {**tc()["metadata"], "name": "tc2", "uid": "tc2"},
+        "status": {"status": "Available"},
+    }
+    other = {**tc(), "spec": {"templateName": "else"}}
+    assert reusable_template_cache([pending, ready, other], resolved) is ready
+
+
+def test_a_service_with_an_available_cache_mounts_every_model_read_only() -> None:
+    cache = {
+        "status": {
+            "status": "Available",
+            "modelCaches": [
+                {"modelId": "org/a", "persistentVolumeClaim": "a-data"},
+                {"modelId": "org/b", "persistentVolumeClaim": "b-data"},
+            ],
+        }
+    }
+    deployment = builders.deployment(svc(), template("hf://a/a"), mounts_of(cache))
+    pod = deployment["spec"]["template"]["spec"]
+    mounts = pod["containers"][0]["volumeMounts"]
+    assert [m["mountPath"] for m in mounts] == [
+        "/workspace/model-cache/org/a",
+        "/workspace/model-cache/org/b",
+    ]
+    assert all(m["readOnly"] for m in mounts)
+    assert {"name": "AIM_CACHE_PATH", "value": "/workspace/model-cache"} in pod["containers"][0][
+        "env"
+    ]
+    assert deployment["metadata"]["ownerReferences"][0]["uid"] == "svc-uid"
+
+
+def test_a_service_without_caching_mounts_nothing() -> None:
+    deployment = builders.deployment(svc(cache=False), template("hf://a/a"), None)
+    pod = deployment["spec"]["template"]["spec"]
+    assert "volumes" not in pod
+    assert "volumeMounts" not in pod["containers"][0]
