@@ -23,8 +23,10 @@ from typing import Any
 
 import aiohttp
 
+from aimd.download.plan import Plan
 from aimd.download.reasons import DownloadFailed, Reason
 from aimd.download.report import (
+    DEFAULT_TERMINATION_LOG,
     StatusReporter,
     Throughput,
     emit,
@@ -50,8 +52,8 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("uri", help="hf://org/name[@revision] or s3://bucket/prefix")
     parser.add_argument(
         "--termination-log",
-        default="/dev/termination-log",
-        help="where the result goes for the kubelet (skipped when not writable)",
+        default=DEFAULT_TERMINATION_LOG,
+        help="where the result goes for the kubelet (skipped when absent or not writable)",
     )
     parser.add_argument(
         "--kubeconfig",
@@ -134,6 +136,22 @@ async def http_session(concurrency: int) -> AsyncIterator[aiohttp.ClientSession]
         yield session
 
 
+async def resolve_patiently(uri: str, patience: float, *, digests: bool = True) -> Plan:
+    """Lists the source, waiting out throttling for as long as it asks (``Retry-After``) while
+    the waits add up to no more than ``patience`` seconds."""
+    waited = 0.0
+    while True:
+        try:
+            return await resolve(uri, digests=digests)
+        except DownloadFailed as failure:
+            wait = failure.retry_after
+            if failure.reason != Reason.RATE_LIMITED or wait is None or waited + wait > patience:
+                raise
+            log.warning("%s; waiting %.0fs as the source asks", failure.message, wait)
+            waited += wait
+            await asyncio.sleep(wait)
+
+
 def main(args: argparse.Namespace) -> int:
     setup_logging()
     return asyncio.run(download(args))
@@ -151,7 +169,7 @@ async def download(args: argparse.Namespace) -> int:
     started = time.monotonic()
     transfer: Transfer | None = None
     try:
-        plan = await resolve(args.uri)
+        plan = await resolve_patiently(args.uri, settings.max_retry_after)
         log.info(
             "%s: %d files, %d bytes, revision %s",
             args.uri,

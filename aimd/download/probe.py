@@ -11,10 +11,17 @@ import argparse
 import asyncio
 from typing import Any
 
-from aimd.download.command import add_common_flags, setup_logging, unexpected
+from aimd.download.command import (
+    add_common_flags,
+    resolve_patiently,
+    setup_logging,
+    unexpected,
+)
 from aimd.download.reasons import DownloadFailed
 from aimd.download.report import StatusReporter, emit, failure_body, now_rfc3339
-from aimd.download.source import resolve
+
+# How long a probe waits out throttling at most: it only lists, and the controller waits on it.
+PATIENCE = 60.0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +37,7 @@ async def probe(args: argparse.Namespace) -> int:
     reporter = StatusReporter.from_env(args.kubeconfig)
     try:
         try:
-            plan = await resolve(args.uri, digests=False)
+            plan = await resolve_patiently(args.uri, PATIENCE, digests=False)
         except DownloadFailed:
             raise
         except Exception as error:

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 ENV_NAME = "AIMD_MODEL_CACHE_NAME"
 ENV_NAMESPACE = "AIMD_MODEL_CACHE_NAMESPACE"
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 # The kubelet reads at most 4096 bytes of a termination message.
 TERMINATION_LIMIT = 4096
 PATCH_TIMEOUT = 10.0
@@ -138,6 +139,9 @@ def emit(result: dict[str, Any], termination_log: str | None) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
     if not termination_log:
+        return
+    if termination_log == DEFAULT_TERMINATION_LOG and not os.path.exists(termination_log):
+        # Outside a pod nothing mounted it; as root, writing would create a file in /dev.
         return
     body = line
     if len(body.encode()) > TERMINATION_LIMIT:

@@ -62,7 +62,7 @@ class Settings:
     chunk_size: int = 16 << 20
     stall_timeout: float = 120.0
     max_retry_after: float = 300.0
-    attempts: int = 5
+    attempts: int = 8
 
 
 class _Retry(Exception):

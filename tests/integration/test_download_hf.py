@@ -59,6 +59,7 @@ class FakeHub:
     stall_after: int | None = None
     corrupt: set[str] = field(default_factory=set)
     throttle: int = 0
+    throttle_listing: int = 0
     redirects: int = 0
     throttled: int = 0
     retry_after: str = "1"
@@ -94,6 +95,9 @@ class FakeHub:
         return repo
 
     async def info(self, request: web.Request) -> web.StreamResponse:
+        if self.throttle_listing > 0:
+            self.throttle_listing -= 1
+            return web.Response(status=429, headers={"Retry-After": self.retry_after})
         denied = self._authorized(request)
         repo = denied or self._repo(request)
         if isinstance(repo, web.Response):
@@ -359,6 +363,16 @@ async def test_throttling_is_waited_out_as_retry_after_asks(
     assert hf_env.throttled == 3
     for name, data in repo.files.items():
         assert (tmp_path / "m" / name).read_bytes() == data
+
+
+async def test_throttled_listing_is_waited_out(
+    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_model(hf_env)
+    hf_env.throttle_listing = 2
+    hf_env.retry_after = "0.2"
+    assert await download(args_for("hf://org/model", tmp_path / "m")) == 0
+    assert hf_env.throttle_listing == 0
 
 
 async def test_throttling_longer_than_allowed_is_rate_limited(
