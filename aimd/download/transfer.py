@@ -7,11 +7,8 @@ and many small files do not wait on each other. Chunks are queued file by file, 
 digest is computed in a worker thread from what was written, chunk after chunk as the contiguous
 prefix grows, so verification overlaps the download instead of following it.
 
-How it resumes: a file being fetched lives in ``.aimd/partial/<key>.part`` beside a
-``<key>.progress`` file that holds, per chunk, how many of its bytes are on disk. It is updated
-after every write (eight bytes, into the page cache), so a killed process loses nothing it wrote
-and a retry asks only for the bytes after it. ``<key>`` hashes the file's path, size and identity
-(blob id, ETag): a partial file of other content is never resumed, and stale ones are removed.
+How it resumes: see :mod:`aimd.download.partial`; a retry asks only for bytes not yet on disk,
+and stale partial files (of other content) are removed.
 
 How it is honest: a file enters its final place only after its size and its published digest
 (where there is one) match, by an atomic rename after ``fsync``; the manifest records how each
@@ -28,11 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hashlib
 import logging
 import os
 import random
-import struct
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -41,6 +36,7 @@ from pathlib import Path
 import aiohttp
 
 from aimd.download.manifest import STATE_DIR, Manifest
+from aimd.download.partial import PARTIAL_DIR, Chunk, PartialFile
 from aimd.download.plan import Plan, RemoteFile
 from aimd.download.reasons import DownloadFailed, Reason
 from aimd.download.verify import checker, feed_range, file_matches
@@ -48,10 +44,6 @@ from aimd.download.verify import checker, feed_range, file_matches
 log = logging.getLogger(__name__)
 
 BLOCK = 1 << 20
-MAGIC = b"AIMDPRT1"
-HEADER = struct.Struct("<8sQQ")  # magic, file size, chunk size
-SLOT = struct.Struct("<Q")  # bytes of one chunk on disk
-PARTIAL_DIR = "partial"
 
 
 @dataclass(frozen=True)
@@ -75,113 +67,6 @@ class _Throttled(Exception):
     def __init__(self, retry_after: float | None) -> None:
         super().__init__(f"throttled, retry after {retry_after}")
         self.retry_after = retry_after
-
-
-class _Chunk:
-    __slots__ = ("done", "end", "file", "finished", "index", "start")
-
-    def __init__(self, file: _File, index: int, start: int, end: int, done: int) -> None:
-        self.file = file
-        self.index = index
-        self.start = start
-        self.end = end
-        self.done = done
-        self.finished = asyncio.Event()
-        if self.complete:
-            self.finished.set()
-
-    @property
-    def complete(self) -> bool:
-        return self.start + self.done >= self.end
-
-
-class _File:
-    """One file on its way: its partial and progress files, its chunks, lazily opened fds."""
-
-    def __init__(self, remote: RemoteFile, target: Path, partial_dir: Path) -> None:
-        self.remote = remote
-        self.final = target / remote.path
-        key = f"{remote.path}\0{remote.identity}\0{remote.size}".encode()
-        self.key = hashlib.sha256(key).hexdigest()[:32]
-        self.partial = partial_dir / f"{self.key}.part"
-        self.progress = partial_dir / f"{self.key}.progress"
-        self.chunks: list[_Chunk] = []
-        self.fd = -1
-        self.progress_fd = -1
-
-    def prepare(self, chunk_size: int) -> int:
-        """Cuts the file into chunks, taking over what a previous attempt recorded; returns the
-        bytes already on disk."""
-        size = self.remote.size
-        done = self._resumable(size)
-        chunk_size = done[0] if done else chunk_size
-        slots = done[1] if done else []
-        starts = range(0, size, chunk_size)
-        for index, start in enumerate(starts):
-            end = min(start + chunk_size, size)
-            written = min(slots[index], end - start) if index < len(slots) else 0
-            self.chunks.append(_Chunk(self, index, start, end, written))
-        if not done:
-            self.partial.unlink(missing_ok=True)
-            self.progress.unlink(missing_ok=True)
-        return sum(chunk.done for chunk in self.chunks)
-
-    def _resumable(self, size: int) -> tuple[int, list[int]] | None:
-        """(chunk size, bytes per chunk) recorded by an earlier attempt, when it can be trusted."""
-        try:
-            raw = self.progress.read_bytes()
-            if self.partial.stat().st_size != size:
-                return None
-        except OSError:
-            return None
-        if len(raw) < HEADER.size:
-            return None
-        magic, recorded_size, chunk_size = HEADER.unpack_from(raw)
-        if magic != MAGIC or recorded_size != size or chunk_size <= 0:
-            return None
-        count = -(-size // chunk_size)
-        if len(raw) < HEADER.size + count * SLOT.size:
-            return None
-        slots = [SLOT.unpack_from(raw, HEADER.size + i * SLOT.size)[0] for i in range(count)]
-        return chunk_size, slots
-
-    def open(self) -> int:
-        """The data fd, creating the partial and progress files on first use."""
-        if self.fd >= 0:
-            return self.fd
-        fresh = not self.progress.exists()
-        self.fd = os.open(self.partial, os.O_RDWR | os.O_CREAT, 0o644)
-        self.progress_fd = os.open(self.progress, os.O_RDWR | os.O_CREAT, 0o644)
-        if fresh:
-            # Sparse: reserving the whole size would make glibc write zeros on filesystems
-            # without fallocate (NFS, common under ReadWriteMany volumes).
-            os.ftruncate(self.fd, self.remote.size)
-            chunk_size = self.chunks[0].end - self.chunks[0].start if self.chunks else 1
-            header = HEADER.pack(MAGIC, self.remote.size, chunk_size)
-            os.pwrite(self.progress_fd, header + bytes(SLOT.size * len(self.chunks)), 0)
-        return self.fd
-
-    def record(self, chunk: _Chunk) -> None:
-        os.pwrite(self.progress_fd, SLOT.pack(chunk.done), HEADER.size + chunk.index * SLOT.size)
-
-    def close(self) -> None:
-        for fd in (self.fd, self.progress_fd):
-            if fd >= 0:
-                os.close(fd)
-        self.fd = self.progress_fd = -1
-
-    def discard(self) -> None:
-        self.close()
-        self.partial.unlink(missing_ok=True)
-        self.progress.unlink(missing_ok=True)
-
-    def install(self) -> None:
-        """fsync, then rename into place: the final path only ever holds a verified file."""
-        os.fsync(self.open())
-        self.close()
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.partial, self.final)
-        self.progress.unlink(missing_ok=True)
 
 
 class Transfer:
@@ -220,9 +105,9 @@ class Transfer:
         partial_dir = self.target / STATE_DIR / PARTIAL_DIR
         partial_dir.mkdir(parents=True, exist_ok=True)
         manifest = Manifest(self.target, self.plan.uri, self.plan.revision)
-        pending: list[_File] = []
+        pending: list[PartialFile] = []
         for remote in self.plan.files:
-            file = _File(remote, self.target, partial_dir)
+            file = PartialFile(remote, self.target, partial_dir)
             if await self._already_in_place(file, manifest):
                 self.on_disk += remote.size
                 self.skipped_files += 1
@@ -251,7 +136,7 @@ class Transfer:
         _fsync_dir(self.target)
         return manifest
 
-    async def _already_in_place(self, file: _File, manifest: Manifest) -> bool:
+    async def _already_in_place(self, file: PartialFile, manifest: Manifest) -> bool:
         """Finished by an earlier attempt (the manifest says so), or present with a matching
         authoritative digest (e.g. placed there before the manifest was written)."""
         if manifest.is_done(file.remote, file.final):
@@ -280,7 +165,7 @@ class Transfer:
             (self.target / path).unlink(missing_ok=True)
             manifest.forget(path)
 
-    def _check_space(self, pending: list[_File]) -> None:
+    def _check_space(self, pending: list[PartialFile]) -> None:
         """Fails before fetching anything when the volume cannot hold what is missing."""
         missing = sum(f.remote.size - sum(c.done for c in f.chunks) for f in pending)
         stat = os.statvfs(self.target)
@@ -293,13 +178,13 @@ class Transfer:
                 "free space on the volume",
             )
 
-    async def _worker(self, queue: deque[_Chunk]) -> None:
+    async def _worker(self, queue: deque[Chunk]) -> None:
         while queue:
             chunk = queue.popleft()
             await self._fetch(chunk)
             chunk.finished.set()
 
-    async def _fetch(self, chunk: _Chunk) -> None:
+    async def _fetch(self, chunk: Chunk) -> None:
         """Fetches the rest of ``chunk``, retrying transient failures and honouring throttling."""
         failures = 0
         while not chunk.complete:
@@ -333,7 +218,7 @@ class Transfer:
                 self._quiet_until = max(self._quiet_until, time.monotonic() + wait)
                 await asyncio.sleep(wait)
 
-    async def _fetch_once(self, chunk: _Chunk) -> None:
+    async def _fetch_once(self, chunk: Chunk) -> None:
         file = chunk.file
         url, base_headers = self.plan.locate(file.remote)
         start, end = chunk.start + chunk.done, chunk.end
@@ -393,7 +278,7 @@ class Transfer:
             raise _Retry(f"HTTP {status}")
         raise DownloadFailed(Reason.NETWORK_ERROR, f"the source answered {status} for {where}")
 
-    async def _finish(self, file: _File, manifest: Manifest) -> None:
+    async def _finish(self, file: PartialFile, manifest: Manifest) -> None:
         """Checks ``file`` as its chunks complete, then moves it into place."""
         remote = file.remote
         digest = remote.digest

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from aimd.download import transfer
+from aimd.download import partial
 from aimd.download.command import configure, download
 from aimd.download.probe import probe
 from aimd.download.reasons import EXIT_CODES, Reason
@@ -396,10 +396,10 @@ def recorded_bytes(target: Path) -> int:
     total = sum(entry["size"] for entry in manifest["files"].values())
     for progress in (target / ".aimd" / "partial").glob("*.progress"):
         raw = progress.read_bytes()
-        _, size, chunk = transfer.HEADER.unpack_from(raw)
+        _, size, chunk = partial.HEADER.unpack_from(raw)
         count = -(-size // chunk)
         total += sum(
-            struct.unpack_from("<Q", raw, transfer.HEADER.size + 8 * i)[0] for i in range(count)
+            struct.unpack_from("<Q", raw, partial.HEADER.size + 8 * i)[0] for i in range(count)
         )
     return total
 
