@@ -12,7 +12,7 @@ from typing import Any
 
 from aimd.caching import kinds, names
 from aimd.caching.quantity import pvc_size
-from aimd.caching.templates import model_sources, owner_reference
+from aimd.caching.templates import owner_reference
 
 Object = dict[str, Any]
 
@@ -43,14 +43,25 @@ def _model_cache_meta(mc: Object, name: str) -> Object:
 
 
 def model_cache(
-    namespace: str, source_uri: str, model_id: str, size: object, template_cache: str
+    namespace: str,
+    source_uri: str,
+    model_id: str,
+    size: object,
+    template_cache: str,
+    env: list[Object] | None = None,
+    storage_class: str | None = None,
 ) -> Object:
-    """The MC aimd creates for a source a template cache needs (B2)."""
+    """The MC aimd creates for a source a template cache needs (B2). ``env`` carries the
+    credentials (the template cache's, overridden by the source's own)."""
     spec: Object = {"sourceUri": source_uri}
     if model_id:
         spec["modelId"] = model_id
     if size is not None:
         spec["size"] = size
+    if env:
+        spec["env"] = copy.deepcopy(env)
+    if storage_class:
+        spec["storageClassName"] = storage_class
     return {
         "apiVersion": kinds.API_VERSION,
         "kind": kinds.MODEL_CACHES.kind,
@@ -263,6 +274,10 @@ def service(svc: Object, template: Object) -> Object:
     }
 
 
-def template_needs(template: Object) -> list[tuple[str, str, object]]:
-    """(modelId, sourceUri, size) per source of a template."""
-    return [(s.model_id, s.source_uri, s.size) for s in model_sources(template)]
+def merged_env(*layers: list[Object]) -> list[Object]:
+    """Env lists merged by name, later layers winning, in first-seen order."""
+    merged: dict[str, Object] = {}
+    for layer in layers:
+        for var in layer:
+            merged[var["name"]] = var
+    return list(merged.values())

@@ -308,8 +308,15 @@ class ModelCacheReconciler:
         resolved = self.state.resolve_for_template_cache(first)
         assert resolved is not None  # template_caches_needing resolved it
         source = next(s for s in model_sources(resolved.template) if s.source_uri == uri)
+        tc_spec = first.get("spec") or {}
         body = builders.model_cache(
-            namespace, uri, source.model_id, source.size, first["metadata"]["name"]
+            namespace,
+            uri,
+            source.model_id,
+            source.size,
+            first["metadata"]["name"],
+            env=builders.merged_env(list(tc_spec.get("env") or ()), list(source.env)),
+            storage_class=tc_spec.get("storageClassName"),
         )
         if await create_or_adopt(self.client, kinds.MODEL_CACHES, body):
             metrics.CACHE_REQUESTS.labels(namespace, "created").inc()

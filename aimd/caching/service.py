@@ -26,7 +26,7 @@ from aimd.caching.writes import (
     write_status,
 )
 from aimd.kube import resources
-from aimd.kube.errors import NotFound
+from aimd.kube.errors import ApiError, Conflict, NotFound
 from aimd.kube.resources import Resource
 from aimd.runtime import Manager, Result
 
@@ -72,13 +72,11 @@ def workload_status(svc: Object, deployment: Object | None) -> tuple[str, str]:
     """(status, message) of a service whose workload exists."""
     wanted = int((svc.get("spec") or {}).get("replicas", 1))
     ready = int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
-    if deployment is None:
-        return "Starting", "creating the Deployment"
-    if ready >= wanted:
+    if ready >= wanted and deployment is not None:
         return "Running", f"{ready}/{wanted} replicas ready"
     if ready > 0:
         return "Degraded", f"{ready}/{wanted} replicas ready"
-    return "Starting", f"0/{wanted} replicas ready"
+    return "Starting", f"waiting for {wanted} replica(s) to be ready"
 
 
 def desired_status(
@@ -134,20 +132,21 @@ def desired_status(
                 ),
                 {},
             )
+            tc_name = tc["metadata"]["name"]
             if tc_status == "Available":
-                cond(
-                    "CacheReady",
-                    True,
-                    "Available",
-                    f"template cache {tc['metadata']['name']} is Available",
-                )
-            else:
-                reason = tc_ready.get("reason") or "TemplateCache" + tc_status
-                detail = tc_ready.get("message") or f"template cache is {tc_status}"
+                cond("CacheReady", True, "Available", f"template cache {tc_name} is Available")
+            elif tc_status == "Failed":
+                # The cause is worth repeating; progress is not (each step would be a write).
+                reason = tc_ready.get("reason") or "TemplateCacheFailed"
+                detail = f"template cache {tc_name} failed: {tc_ready.get('message', '')}"
                 cond("CacheReady", False, reason, detail)
                 if deployment is None:
-                    state = "Failed" if tc_status == "Failed" else "Starting"
-                    message = f"template cache {tc['metadata']['name']}: {detail}"
+                    state, message = "Failed", detail
+            else:
+                detail = f"template cache {tc_name} is {tc_status}"
+                cond("CacheReady", False, "TemplateCache" + tc_status, detail)
+                if deployment is None:
+                    state, message = "Starting", detail
         ok = state == "Running"
         cond("Ready", ok, state, message)
     return {
@@ -186,19 +185,35 @@ class ServiceReconciler:
         resolved = self.state.templates.resolve(namespace, template_name)
         tc = None
         deployment = self.state.deployments.get(name, namespace)
+        refused: ApiError | None = None
         if resolved is not None and not problems(resolved.template):
-            if caching(svc):
-                tc = await self._template_cache(svc, resolved)
-                if tc is not None and (tc.get("status") or {}).get("status") == "Available":
-                    await self._workload(svc, resolved, mounts_of(tc))
-            else:
-                await self._workload(svc, resolved, None)
+            try:
+                if caching(svc):
+                    tc = await self._template_cache(svc, resolved)
+                    if tc is not None and (tc.get("status") or {}).get("status") == "Available":
+                        await self._workload(svc, resolved, mounts_of(tc))
+                else:
+                    await self._workload(svc, resolved, None)
+            except (Conflict, NotFound):
+                raise
+            except ApiError as error:
+                refused = error  # said in status, then retried with backoff
         desired = desired_status(svc, resolved, tc, deployment, now())
+        if refused is not None:
+            desired["conditions"] = set_condition(
+                desired["conditions"],
+                "Ready",
+                False,
+                "WorkloadRefused",
+                f"the API server refused a workload object: {refused}"[:1024],
+                svc["metadata"].get("generation"),
+                now(),
+            )
         try:
             await write_status(self.client, kinds.SERVICES, svc, desired)
         except NotFound:
             return None
-        return None
+        return Result(requeue=True) if refused is not None else None
 
     async def _template_cache(self, svc: Object, resolved: Resolved) -> Object | None:
         """B1 + D6: reuse a matching TC, else create the deterministic one (owned by the

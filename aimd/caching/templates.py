@@ -30,6 +30,7 @@ class ModelSource:
     source_uri: str
     size_bytes: int | None
     size: object
+    env: tuple[Object, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ def model_sources(template: Object) -> list[ModelSource]:
                     str(source["sourceUri"]),
                     parse_bytes(source.get("size")),
                     source.get("size"),
+                    tuple(source.get("env") or ()),
                 )
             )
     return result

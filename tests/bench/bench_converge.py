@@ -1,7 +1,10 @@
 """Convergence benchmark: N AIMServices over T templates sharing U source URIs.
 
 Run with ``python -m tests.bench.bench_converge`` (full: 1,000 services, 100 templates, 50 URIs)
-or ``--small`` (100 / 10 / 5). Not a test (pytest does not collect ``bench_*.py``); it prints a
+or ``--small`` (100 / 10 / 5). The test control plane allocates Service IPs from a /24, so
+at most about 250 AIMServices (each gets a Service) fit at once: ``--services 240 --templates 24
+--uris 12`` keeps the full benchmark's shape (10 services per template, 2 templates per URI).
+Not a test (pytest does not collect ``bench_*.py``); it prints a
 table and asserts nothing.
 
 Against a fresh test control plane, aimd runs as its own process (``aimd run``) so its writes
@@ -350,6 +353,17 @@ async def run_floor(kube: KubeClient, size: Size) -> dict[str, float]:
     return {"seconds": elapsed, "writes": writes}
 
 
+async def free_service_ips(kube: KubeClient, namespace: str) -> None:
+    """The test control plane's Service range is a /24: the floor's Services need aimd's gone."""
+    await kube.delete(NAMESPACES, namespace)
+    while True:
+        try:
+            await kube.get(NAMESPACES, namespace)
+        except ApiError:
+            return
+        await asyncio.sleep(1)
+
+
 async def main_async(size: Size, idle: float) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="aimd-bench-"))
     plane = ControlPlane(binaries=build_binaries(), workdir=workdir)
@@ -358,6 +372,7 @@ async def main_async(size: Size, idle: float) -> None:
         kube = await KubeClient.from_kubeconfig(str(plane.kubeconfig))
         try:
             ours = await run_aimd(plane, kube, size, idle)
+            await free_service_ips(kube, "bench-aimd")
             floor = await run_floor(kube, size)
         finally:
             await kube.close()
