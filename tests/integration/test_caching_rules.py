@@ -11,7 +11,7 @@ import pytest
 from aimd.caching import kinds
 from aimd.dev.controlplane import ControlPlane
 from aimd.kube.client import KubeClient
-from aimd.kube.resources import DEPLOYMENTS, JOBS, PERSISTENT_VOLUME_CLAIMS
+from aimd.kube.resources import DEPLOYMENTS, EVENTS, JOBS, PERSISTENT_VOLUME_CLAIMS
 from tests.integration.test_caching_harness import (
     Running,
     all_with_status,
@@ -295,6 +295,11 @@ async def test_a_failed_download_retries_by_itself(
     ready = next(c for c in failed["status"]["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "RateLimited"
     await eventually(lambda: _live(kube, JOBS, namespace, 2), what="a second Job (the retry)")
+    reasons = await eventually(
+        lambda: _event_reasons(kube, namespace, {"RateLimited", "Retrying", "Created"}),
+        what="Events for the failure, the retry and the creations",
+    )
+    assert {"RateLimited", "Retrying", "Created"} <= reasons
     await eventually(lambda: _mc_with(kube, namespace, "Progressing"), what="Progressing again")
     async with kubelet(kube, namespace):
         await eventually(lambda: _mc_with(kube, namespace, "Available"), what="Available")
@@ -467,3 +472,30 @@ async def _versions(kube: KubeClient, namespace: str) -> dict[str, str]:
                 "resourceVersion"
             ]
     return versions
+
+
+async def _event_reasons(kube: KubeClient, namespace: str, wanted: set[str]) -> set[str] | None:
+    events = await items(kube, EVENTS, namespace)
+    reasons = {e.get("reason", "") for e in events if e.get("reportingController") == "aimd"}
+    return reasons if wanted <= reasons else None
+
+
+async def test_a_cluster_template_owns_its_template_caches_in_every_namespace(
+    kube: KubeClient, namespace: str, aimd: Running
+) -> None:
+    cluster_name = f"shared-{namespace}"
+    body = template(cluster_name, LLAMA)
+    body["kind"] = kinds.CLUSTER_SERVICE_TEMPLATES.kind
+    await kube.create(kinds.CLUSTER_SERVICE_TEMPLATES, body)
+    try:
+        await create(kube, SVC, service("svc", cluster_name), namespace)
+        async with kubelet(kube, namespace):
+            await eventually(lambda: _running(kube, namespace, 1), what="the service running")
+        (tc,) = await items(kube, TC, namespace)
+        owner = tc["metadata"]["ownerReferences"][0]
+        assert owner["kind"] == "AIMClusterServiceTemplate"
+        assert tc["spec"]["templateScope"] == "Cluster"
+    finally:
+        await kube.delete(kinds.CLUSTER_SERVICE_TEMPLATES, cluster_name)
+    await eventually(lambda: _gone(kube, TC, namespace), what="its TC collected (D4)")
+    assert await all_with_status(kube, MC, namespace, "Available", 1), "Available MC kept"
