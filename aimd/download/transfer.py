@@ -24,12 +24,15 @@ no byte at all for ``stall_timeout`` seconds, transient network errors that pers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import fcntl
 import logging
 import os
 import random
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +47,7 @@ from aimd.download.verify import checker, feed_range, file_matches
 log = logging.getLogger(__name__)
 
 BLOCK = 1 << 20
+LOCK = "lock"
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,8 @@ class Transfer:
     async def run(self) -> Manifest:
         """Downloads and verifies every file; returns the saved, complete manifest."""
         try:
-            return await self._run()
+            async with _volume_lock(self.target, self.settings.stall_timeout):
+                return await self._run()
         except BaseExceptionGroup as group:
             raise _as_failure(_first(group), self.target) from None
         except OSError as error:
@@ -337,6 +342,34 @@ class Transfer:
                     "attempt resumes; raise --stall-timeout (AIMD_STALL_TIMEOUT) if the source "
                     "is just slow",
                 )
+
+
+@contextlib.asynccontextmanager
+async def _volume_lock(target: Path, patience: float) -> AsyncIterator[None]:
+    """One attempt at a time per directory: two Jobs on one volume (an old attempt still running
+    when a new one starts) would write into the same partial files. ``flock`` is released by the
+    kernel when its holder dies, so a killed attempt never blocks the next one."""
+    path = target / STATE_DIR / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise DownloadFailed(
+                        Reason.STALLED,
+                        f"another download is writing into {target} (it holds {path}); this "
+                        f"attempt waited {patience:.0f}s for it and stops so the two do not mix "
+                        "their files",
+                    ) from None
+                await asyncio.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -388,6 +388,29 @@ async def test_throttling_longer_than_allowed_is_rate_limited(
     assert failure["retryAfterSeconds"] == 30
 
 
+async def test_one_attempt_at_a_time_per_directory(
+    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second attempt into the same directory waits for the first; one that waits longer than
+    its stall timeout gives up without touching the files."""
+    repo = add_model(hf_env)
+    hf_env.piece_delay = 0.1
+    target = tmp_path / "m"
+    first = asyncio.create_task(download(args_for("hf://org/model", target)))
+
+    async def started() -> bool:
+        return hf_env.served > 0
+
+    await eventually(started, timeout=60, interval=0.01, what="the first attempt to start")
+    second = await download(args_for("hf://org/model", target, "--stall-timeout", "0.5"))
+    assert second == EXIT_CODES[Reason.STALLED]
+    assert "another download" in last_json(capsys)["message"]
+    hf_env.piece_delay = 0
+    assert await first == 0
+    for name, data in repo.files.items():
+        assert (target / name).read_bytes() == data
+
+
 def recorded_bytes(target: Path) -> int:
     """What the engine's own bookkeeping says is on disk: verified files plus the per-chunk
     counters of partial files (the format of :mod:`aimd.download.transfer`)."""
