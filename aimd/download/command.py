@@ -191,9 +191,8 @@ async def download(args: argparse.Namespace) -> int:
                     await reporting
         seconds = max(time.monotonic() - started, 1e-6)
         rate = int(transfer.fetched / seconds)
-        await reporter.patch_status(
-            {"progress": progress(plan.total_bytes, plan.total_bytes, rate)}
-        )
+        final = progress(plan.total_bytes, plan.total_bytes, rate)
+        await reporter.patch_status({"resolvedRevision": plan.revision, "progress": final})
         result: dict[str, Any] = {
             "result": "Succeeded",
             "uri": args.uri,
@@ -240,13 +239,14 @@ async def _fail(
 async def _report_progress(
     reporter: StatusReporter, transfer: Transfer, interval: float, revision: str | None
 ) -> None:
-    """Every ``interval`` seconds, the progress so far; the pinned revision with the first."""
+    """Every ``interval`` seconds, the progress so far; the pinned revision with each until one
+    gets through."""
     throughput = Throughput()
     first: dict[str, Any] = {"resolvedRevision": revision}
     while True:
         rate = throughput.sample(transfer.fetched)
         status = {**first, "progress": progress(transfer.total, transfer.on_disk, rate)}
-        first = {}
-        await reporter.patch_status(status)
+        if await reporter.patch_status(status):
+            first = {}
         log.info("%d of %d bytes on disk, %.1f MB/s", transfer.on_disk, transfer.total, rate / 1e6)
         await asyncio.sleep(interval)

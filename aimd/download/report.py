@@ -70,11 +70,12 @@ class StatusReporter:
             self._client.max_attempts = 2
         return self._client
 
-    async def patch_status(self, status: dict[str, Any]) -> None:
-        """Sends ``{"status": status}``; never raises (except cancellation)."""
+    async def patch_status(self, status: dict[str, Any]) -> bool:
+        """Sends ``{"status": status}``; says whether it got through. Never raises (except
+        cancellation)."""
         client = await self._get_client()
         if client is None or self.name is None:
-            return
+            return False
         from aimd.caching.kinds import MODEL_CACHES
 
         try:
@@ -90,6 +91,8 @@ class StatusReporter:
             log.warning(
                 "could not report to AIMModelCache %s/%s: %s", self.namespace, self.name, error
             )
+            return False
+        return True
 
     async def close(self) -> None:
         if self._client is not None:

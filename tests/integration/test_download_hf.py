@@ -290,13 +290,16 @@ async def test_probe_reports_size_and_commit(
     from aimd.download.probe import configure as configure_probe
 
     configure_probe(parser)
-    args = parser.parse_args(["hf://org/model@main", "--termination-log", str(tmp_path / "t")])
-    assert await probe(args) == 0
-    assert last_json(capsys) == {
-        "sizeBytes": sum(len(d) for d in repo.files.values()),
-        "revision": COMMIT,
-        "files": 3,
-    }
+    for revision in ("main", COMMIT):
+        args = parser.parse_args(
+            [f"hf://org/model@{revision}", "--termination-log", str(tmp_path / "t")]
+        )
+        assert await probe(args) == 0
+        assert last_json(capsys) == {
+            "sizeBytes": sum(len(d) for d in repo.files.values()),
+            "revision": COMMIT,
+            "files": 3,
+        }
     assert hf_env.served == 0
 
 
