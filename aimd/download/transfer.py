@@ -34,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import aiohttp
 
@@ -167,7 +167,9 @@ class Transfer:
                 leftover.unlink(missing_ok=True)
         wanted = {f.path for f in self.plan.files}
         for path in [p for p in manifest.files if p not in wanted]:
-            (self.target / path).unlink(missing_ok=True)
+            parts = PurePosixPath(path).parts
+            if parts and not PurePosixPath(path).is_absolute() and ".." not in parts:
+                (self.target / path).unlink(missing_ok=True)
             manifest.forget(path)
 
     def _check_space(self, pending: list[PartialFile]) -> None:

@@ -282,6 +282,28 @@ async def test_full_download_is_verified_and_pinned(
     assert last_json(capsys)["skippedFiles"] == 3
 
 
+async def test_a_new_revision_replaces_only_what_changed(
+    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The branch moved: files whose content is unchanged stay, changed ones are replaced,
+    and files the new revision no longer has are removed; other files are left alone."""
+    repo = add_model(hf_env)
+    repo.files["old.bin"] = b"only in the first revision"
+    target = tmp_path / "m"
+    assert await download(args_for("hf://org/model", target)) == 0
+    (target / "notes.txt").write_text("a person's file")
+    del repo.files["old.bin"]
+    repo.files["config.json"] = b'{"hidden_size": 128}'
+    repo.commit = "f" * 40
+    hf_env.served = 0
+    assert await download(args_for("hf://org/model", target)) == 0
+    assert last_json(capsys)["revision"] == "f" * 40
+    assert hf_env.served == len(repo.files["config.json"])
+    assert (target / "config.json").read_bytes() == repo.files["config.json"]
+    assert not (target / "old.bin").exists()
+    assert (target / "notes.txt").exists()
+
+
 async def test_probe_reports_size_and_commit(
     hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
