@@ -173,7 +173,7 @@ class ServiceReconciler:
         if svc is None:
             return None
         if not live(svc):
-            await self.clean_up(svc)
+            await self.keep_available_template_caches(svc)
             return None
         if self.state.namespace_terminating(namespace):
             return None  # nothing can be created there any more; D7 runs when svc is deleted
@@ -287,7 +287,7 @@ class ServiceReconciler:
             resource, body["metadata"]["name"], patch, body["metadata"]["namespace"]
         )
 
-    async def clean_up(self, svc: Object) -> None:
+    async def keep_available_template_caches(self, svc: Object) -> None:
         """D1 (+ D7, D8): the TCs this service created are kept when Available, handed to another
         live service that uses them, or deleted. Its Deployment and Service are collected."""
         namespace, name = svc["metadata"]["namespace"], svc["metadata"]["name"]

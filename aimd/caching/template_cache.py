@@ -138,7 +138,7 @@ class TemplateCacheReconciler:
         if tc is None:
             return None
         if not live(tc):
-            await self.clean_up(tc)
+            await self.keep_available_model_caches(tc)
             return None
         if self.state.namespace_terminating(namespace):
             return None
@@ -196,7 +196,7 @@ class TemplateCacheReconciler:
             if creator != name:
                 metrics.CACHE_REQUESTS.labels(tc["metadata"]["namespace"], "reused").inc()
 
-    async def clean_up(self, tc: Object) -> None:
+    async def keep_available_model_caches(self, tc: Object) -> None:
         """D2 (+ D7, D8): keep the Available MCs this TC created and any it merely reused; hand a
         non-Available one to another TC that still needs its URI; delete the rest."""
         namespace, name = tc["metadata"]["namespace"], tc["metadata"]["name"]

@@ -223,6 +223,7 @@ async def run_aimd(
         ]
         await asyncio.sleep(idle)
         idle_writes = scrape_writes(port) - writes
+        await free_service_ips(kube, namespace)  # while aimd runs: its finalizers must go
         return {
             "seconds": elapsed,
             "writes": writes,
@@ -372,7 +373,6 @@ async def main_async(size: Size, idle: float) -> None:
         kube = await KubeClient.from_kubeconfig(str(plane.kubeconfig))
         try:
             ours = await run_aimd(plane, kube, size, idle)
-            await free_service_ips(kube, "bench-aimd")
             floor = await run_floor(kube, size)
         finally:
             await kube.close()
