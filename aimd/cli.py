@@ -1,26 +1,25 @@
 """`aimd`: one program, several roles.
 
 Each role lives in its own module, which exposes ``configure(parser)`` to declare its flags and
-``main(args) -> int`` to run. The command line only dispatches, so `aimd --help` stays cheap and a
-role's dependencies load only when that role runs.
+``main(args) -> int`` to run. The command line only dispatches: the controller, the download Job
+and the developer tools share one entry point and one image.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class Command:
-    """A subcommand, and the module that implements it (None while it is not built)."""
+    """A subcommand, and the module that implements it."""
 
     name: str
     help: str
-    module: str | None
+    module: str
 
 
 COMMANDS = (
@@ -49,16 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
-        if command.module is not None:
-            importlib.import_module(command.module).configure(sub)
+        importlib.import_module(command.module).configure(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = next(c for c in COMMANDS if c.name == args.command)
-    if command.module is None:
-        print(f"aimd {command.name}: not implemented yet", file=sys.stderr)
-        return 2
     result: int = importlib.import_module(command.module).main(args)
     return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -28,10 +29,15 @@ class Clock(Protocol):
 
 
 class LoopClock:
-    """The running event loop's clock (monotonic, unaffected by wall-clock jumps)."""
+    """The event loop's clock (monotonic, unaffected by wall-clock jumps).
+
+    ``now()`` reads ``time.monotonic()``, which is what asyncio's loop time is, so it also
+    answers where no loop runs: a metrics collection from a test or another thread asks a queue
+    how long its work has been waiting.
+    """
 
     def now(self) -> float:
-        return asyncio.get_running_loop().time()
+        return time.monotonic()
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         return asyncio.get_running_loop().call_later(delay, callback)
