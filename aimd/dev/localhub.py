@@ -3,8 +3,9 @@
 There is no internet in a test run or an offline demo, so `aimd dev` and the tests serve models
 from here: model info with file metadata at `/api/models/{repo}/revision/{rev}` and files at
 `/{repo}/resolve/{rev}/{file}`, with the hub's headers (X-Repo-Commit, ETag, X-Linked-Etag and
-X-Linked-Size for LFS files, Range). It counts the bytes it serves, so a test can prove what a
-resumed download fetched again, and it can require a token, slow down, stall or corrupt a file.
+X-Linked-Size for LFS files, Range), redirecting LFS downloads to a token-free path as the real
+hub redirects to its CDN. It counts the bytes it serves, so a test can prove what a resumed
+download fetched again, and it can require a token, throttle (429), slow down, stall or corrupt.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ PIECE = 64 * 1024
 
 
 def git_blob_id(data: bytes) -> str:
-    """The id git gives a file's content: what the hub reports as a plain file's ETag."""
     return hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest()
 
 
@@ -54,7 +54,7 @@ class Repo:
 
 @dataclass
 class LocalHub:
-    """The hub's file API over the repos in `repos`, with knobs for the failure cases."""
+    """The hub's file API over `repos`, with knobs for the failure cases."""
 
     repos: dict[str, Repo] = field(default_factory=dict)
     token: str | None = None
@@ -62,6 +62,11 @@ class LocalHub:
     piece_delay: float = 0.0
     stall_after: int | None = None
     corrupt: set[str] = field(default_factory=set)
+    throttle: int = 0
+    throttle_listing: int = 0
+    redirects: int = 0
+    throttled: int = 0
+    retry_after: str = "1"
     url: str = ""
 
     def add(self, repo_id: str, files: dict[str, bytes], lfs: set[str] | None = None) -> Repo:
@@ -71,20 +76,20 @@ class LocalHub:
         self.repos[repo_id] = repo = Repo(files, lfs)
         return repo
 
-    def add_model(self, repo_id: str, size_mib: float = 6) -> Repo:
+    def add_model(self, repo_id: str = "org/model", size_mib: float = 6) -> Repo:
+        """A small synthetic model (see :func:`model_files`) under `repo_id`."""
         return self.add(repo_id, model_files(size_mib))
 
     def _authorized(self, request: web.Request) -> web.Response | None:
-        if self.token is None or request.headers.get("Authorization") == f"Bearer {self.token}":
+        if self.token is None:
+            return None
+        if request.headers.get("Authorization") == f"Bearer {self.token}":
             return None
         return web.Response(
             status=401, headers={"X-Error-Message": "Invalid credentials in Authorization header"}
         )
 
     def _repo(self, request: web.Request) -> Repo | web.Response:
-        denied = self._authorized(request)
-        if denied is not None:
-            return denied
         repo = self.repos.get(f"{request.match_info['org']}/{request.match_info['name']}")
         if repo is None:
             return web.json_response(
@@ -101,7 +106,11 @@ class LocalHub:
         return repo
 
     async def info(self, request: web.Request) -> web.StreamResponse:
-        repo = self._repo(request)
+        if self.throttle_listing > 0:
+            self.throttle_listing -= 1
+            return web.Response(status=429, headers={"Retry-After": self.retry_after})
+        denied = self._authorized(request)
+        repo = denied or self._repo(request)
         if isinstance(repo, web.Response):
             return repo
         siblings: list[dict[str, Any]] = []
@@ -127,16 +136,29 @@ class LocalHub:
         )
 
     async def resolve(self, request: web.Request) -> web.StreamResponse:
-        repo = self._repo(request)
+        return await self._serve(request, from_cdn=False)
+
+    async def cdn(self, request: web.Request) -> web.StreamResponse:
+        """Where the hub redirects LFS downloads: another host in reality, no token needed."""
+        return await self._serve(request, from_cdn=True)
+
+    async def _serve(self, request: web.Request, from_cdn: bool) -> web.StreamResponse:
+        denied = None if from_cdn else self._authorized(request)
+        repo = denied or self._repo(request)
         if isinstance(repo, web.Response):
             return repo
+        if self.throttled < self.throttle:
+            self.throttled += 1
+            return web.Response(status=429, headers={"Retry-After": self.retry_after})
         name = request.match_info["path"]
         data = repo.files.get(name)
         if data is None:
             return web.Response(status=404, headers={"X-Error-Code": "EntryNotFound"})
+        if name in self.corrupt:
+            data = bytes([data[0] ^ 0xFF]) + data[1:]
         headers = {"X-Repo-Commit": repo.commit, "Accept-Ranges": "bytes"}
         if name in repo.lfs:
-            sha = hashlib.sha256(data).hexdigest()
+            sha = hashlib.sha256(repo.files[name]).hexdigest()
             headers |= {
                 "X-Linked-Etag": f'"{sha}"',
                 "X-Linked-Size": str(len(data)),
@@ -144,12 +166,14 @@ class LocalHub:
             }
         else:
             headers["ETag"] = f'"{git_blob_id(data)}"'
-        if name in self.corrupt:
-            data = bytes([data[0] ^ 0xFF]) + data[1:]
+        if name in repo.lfs and not from_cdn and request.method == "GET":
+            self.redirects += 1
+            location = "/_" + request.path.replace("/resolve/", "/cdn/", 1)
+            return web.Response(status=302, headers={**headers, "Location": location})
         start, end, status = 0, len(data), 200
         if "Range" in request.headers:
             first, _, last = request.headers["Range"].removeprefix("bytes=").partition("-")
-            start, end, status = int(first), min(int(last or len(data) - 1) + 1, len(data)), 206
+            start, end, status = int(first), min(int(last) + 1, len(data)), 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
         headers["Content-Length"] = str(end - start)
         response = web.StreamResponse(status=status, headers=headers)
@@ -171,19 +195,20 @@ class LocalHub:
 
 
 @contextlib.asynccontextmanager
-async def serve_hub(port: int = 0, host: str = "127.0.0.1") -> AsyncIterator[LocalHub]:
-    """A :class:`LocalHub` listening on `host:port` (0: any free port) while the context lasts."""
-    hub = LocalHub()
+async def serve_hub(port: int = 0) -> AsyncIterator[LocalHub]:
+    """A :class:`LocalHub` on ``127.0.0.1:port`` (0: a free port) while the context lasts."""
+    port = port or free_port()
+    fake = LocalHub()
     app = web.Application()
-    app.router.add_get("/api/models/{org}/{name}/revision/{rev}", hub.info)
-    app.router.add_get("/api/models/{org}/{name}", hub.info)
-    app.router.add_route("*", "/{org}/{name}/resolve/{rev}/{path:.+}", hub.resolve)
+    app.router.add_get("/api/models/{org}/{name}/revision/{rev}", fake.info)
+    app.router.add_get("/api/models/{org}/{name}", fake.info)
+    app.router.add_route("*", "/{org}/{name}/resolve/{rev}/{path:.+}", fake.resolve)
+    app.router.add_get("/_/{org}/{name}/cdn/{rev}/{path:.+}", fake.cdn)
     runner = web.AppRunner(app, shutdown_timeout=0.5)
     await runner.setup()
-    port = port or free_port()
-    await web.TCPSite(runner, host, port).start()
-    hub.url = f"http://{host}:{port}"
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    fake.url = f"http://127.0.0.1:{port}"
     try:
-        yield hub
+        yield fake
     finally:
         await runner.cleanup()

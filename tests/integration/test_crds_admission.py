@@ -8,10 +8,10 @@ import secrets
 from typing import Any
 
 import pytest
-from aimd.kube.client import KubeClient
-from aimd.kube.errors import ApiError, NotFound
 
 from aimd.caching import kinds
+from aimd.kube.client import KubeClient
+from aimd.kube.errors import ApiError, NotFound
 from aimd.kube.resources import NAMESPACES, Resource
 from tests.support import eventually, sample
 

@@ -1,18 +1,14 @@
 """`aimd download` / `aimd probe` for hf:// against a local server that speaks the hub's API.
 
-The fake hub serves what huggingface_hub and the download engine use: model info with file
-metadata at ``/api/models/{repo}/revision/{rev}`` and files at ``/{repo}/resolve/{sha}/{file}``
-with the hub's headers (X-Repo-Commit, ETag/X-Linked-Etag, X-Linked-Size, Range). It counts the
-bytes it serves, so resume is proven by what crossed the wire, and it can throttle, stall, and
-corrupt on demand.
+The local hub (:mod:`aimd.dev.localhub`, also what `aimd dev` downloads from) serves what
+huggingface_hub and the download engine use. It counts the bytes it serves, so resume is proven
+by what crossed the wire, and it can throttle, stall, and corrupt on demand.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import hashlib
 import json
 import os
 import signal
@@ -20,13 +16,13 @@ import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
+from aimd.dev.localhub import DEMO_COMMIT as COMMIT
+from aimd.dev.localhub import LocalHub, serve_hub
 from aimd.download import partial
 from aimd.download.command import configure, download
 from aimd.download.probe import probe
@@ -34,192 +30,12 @@ from aimd.download.reasons import EXIT_CODES, Reason
 from tests.support import eventually
 
 TOKEN = "hf_good_token"
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def git_blob_id(data: bytes) -> str:
-    return hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest()
-
-
-@dataclass
-class Repo:
-    files: dict[str, bytes]
-    lfs: set[str]
-    commit: str = COMMIT
-
-
-@dataclass
-class FakeHub:
-    """The hub's file API, with knobs for the failure cases."""
-
-    repos: dict[str, Repo] = field(default_factory=dict)
-    token: str | None = None
-    served: int = 0
-    piece_delay: float = 0.0
-    stall_after: int | None = None
-    corrupt: set[str] = field(default_factory=set)
-    throttle: int = 0
-    throttle_listing: int = 0
-    redirects: int = 0
-    throttled: int = 0
-    retry_after: str = "1"
-    url: str = ""
-
-    def add(self, repo_id: str, files: dict[str, bytes], lfs: set[str]) -> Repo:
-        self.repos[repo_id] = repo = Repo(files, lfs)
-        return repo
-
-    def _authorized(self, request: web.Request) -> web.Response | None:
-        if self.token is None:
-            return None
-        if request.headers.get("Authorization") == f"Bearer {self.token}":
-            return None
-        return web.Response(
-            status=401, headers={"X-Error-Message": "Invalid credentials in Authorization header"}
-        )
-
-    def _repo(self, request: web.Request) -> Repo | web.Response:
-        repo = self.repos.get(f"{request.match_info['org']}/{request.match_info['name']}")
-        if repo is None:
-            return web.json_response(
-                {"error": "Repository not found"},
-                status=404,
-                headers={"X-Error-Code": "RepoNotFound"},
-            )
-        if request.match_info.get("rev", "main") not in ("main", repo.commit):
-            return web.json_response(
-                {"error": "Invalid rev id"},
-                status=404,
-                headers={"X-Error-Code": "RevisionNotFound"},
-            )
-        return repo
-
-    async def info(self, request: web.Request) -> web.StreamResponse:
-        if self.throttle_listing > 0:
-            self.throttle_listing -= 1
-            return web.Response(status=429, headers={"Retry-After": self.retry_after})
-        denied = self._authorized(request)
-        repo = denied or self._repo(request)
-        if isinstance(repo, web.Response):
-            return repo
-        siblings: list[dict[str, Any]] = []
-        for name, data in repo.files.items():
-            sibling: dict[str, Any] = {
-                "rfilename": name,
-                "size": len(data),
-                "blobId": git_blob_id(data),
-            }
-            if name in repo.lfs:
-                sha = hashlib.sha256(data).hexdigest()
-                sibling["lfs"] = {"sha256": sha, "size": len(data), "pointerSize": 134}
-            siblings.append(sibling)
-        repo_id = f"{request.match_info['org']}/{request.match_info['name']}"
-        return web.json_response(
-            {
-                "id": repo_id,
-                "modelId": repo_id,
-                "sha": repo.commit,
-                "private": False,
-                "siblings": siblings,
-            }
-        )
-
-    async def resolve(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, from_cdn=False)
-
-    async def cdn(self, request: web.Request) -> web.StreamResponse:
-        """Where the hub redirects LFS downloads: another host in reality, no token needed."""
-        return await self._serve(request, from_cdn=True)
-
-    async def _serve(self, request: web.Request, from_cdn: bool) -> web.StreamResponse:
-        denied = None if from_cdn else self._authorized(request)
-        repo = denied or self._repo(request)
-        if isinstance(repo, web.Response):
-            return repo
-        if self.throttled < self.throttle:
-            self.throttled += 1
-            return web.Response(status=429, headers={"Retry-After": self.retry_after})
-        name = request.match_info["path"]
-        data = repo.files.get(name)
-        if data is None:
-            return web.Response(status=404, headers={"X-Error-Code": "EntryNotFound"})
-        if name in self.corrupt:
-            data = bytes([data[0] ^ 0xFF]) + data[1:]
-        headers = {"X-Repo-Commit": repo.commit, "Accept-Ranges": "bytes"}
-        if name in repo.lfs:
-            sha = hashlib.sha256(repo.files[name]).hexdigest()
-            headers |= {
-                "X-Linked-Etag": f'"{sha}"',
-                "X-Linked-Size": str(len(data)),
-                "ETag": f'"{sha}"',
-            }
-        else:
-            headers["ETag"] = f'"{git_blob_id(data)}"'
-        if name in repo.lfs and not from_cdn and request.method == "GET":
-            self.redirects += 1
-            location = "/_" + request.path.replace("/resolve/", "/cdn/", 1)
-            return web.Response(status=302, headers={**headers, "Location": location})
-        start, end, status = 0, len(data), 200
-        if "Range" in request.headers:
-            first, _, last = request.headers["Range"].removeprefix("bytes=").partition("-")
-            start, end, status = int(first), min(int(last) + 1, len(data)), 206
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
-        headers["Content-Length"] = str(end - start)
-        response = web.StreamResponse(status=status, headers=headers)
-        await response.prepare(request)
-        if request.method == "HEAD":
-            return response
-        position = start
-        while position < end:
-            if self.stall_after is not None and self.served >= self.stall_after:
-                await asyncio.sleep(3600)
-            piece = data[position : min(end, position + 65536)]
-            await response.write(piece)
-            self.served += len(piece)
-            position += len(piece)
-            if self.piece_delay:
-                await asyncio.sleep(self.piece_delay)
-        await response.write_eof()
-        return response
-
-
-@contextlib.asynccontextmanager
-async def serve_hub(port: int) -> AsyncIterator[FakeHub]:
-    """A :class:`FakeHub` listening on ``127.0.0.1:port`` for as long as the context lasts."""
-    fake = FakeHub()
-    app = web.Application()
-    app.router.add_get("/api/models/{org}/{name}/revision/{rev}", fake.info)
-    app.router.add_get("/api/models/{org}/{name}", fake.info)
-    app.router.add_route("*", "/{org}/{name}/resolve/{rev}/{path:.+}", fake.resolve)
-    app.router.add_get("/_/{org}/{name}/cdn/{rev}/{path:.+}", fake.cdn)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    fake.url = f"http://127.0.0.1:{port}"
-    try:
-        yield fake
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
-async def hub(unused_tcp_port: int) -> AsyncIterator[FakeHub]:
+async def hub(unused_tcp_port: int) -> AsyncIterator[LocalHub]:
     async with serve_hub(unused_tcp_port) as fake:
         yield fake
-
-
-def model_files(size_mib: int = 6) -> dict[str, bytes]:
-    """A small model: a config (plain git file) and two LFS weight files."""
-    return {
-        "config.json": json.dumps({"hidden_size": 64}).encode(),
-        "model-00001-of-00002.safetensors": os.urandom(size_mib * (1 << 20) // 2 + 12345),
-        "model-00002-of-00002.safetensors": os.urandom(size_mib * (1 << 20) // 2),
-    }
-
-
-def add_model(hub: FakeHub, repo_id: str = "org/model", size_mib: int = 6) -> Repo:
-    files = model_files(size_mib)
-    return hub.add(repo_id, files, {n for n in files if n.endswith(".safetensors")})
 
 
 def args_for(uri: str, target: Path, *extra: str) -> argparse.Namespace:
@@ -242,7 +58,7 @@ def args_for(uri: str, target: Path, *extra: str) -> argparse.Namespace:
 
 
 @pytest.fixture
-def hf_env(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> FakeHub:
+def hf_env(hub: LocalHub, monkeypatch: pytest.MonkeyPatch) -> LocalHub:
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -257,9 +73,9 @@ def last_json(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
 
 
 async def test_full_download_is_verified_and_pinned(
-    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    hf_env: LocalHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    repo = add_model(hf_env)
+    repo = hf_env.add_model()
     target = tmp_path / "model"
     assert await download(args_for("hf://org/model", target)) == 0
     result = last_json(capsys)
@@ -283,11 +99,11 @@ async def test_full_download_is_verified_and_pinned(
 
 
 async def test_a_new_revision_replaces_only_what_changed(
-    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    hf_env: LocalHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The branch moved: files whose content is unchanged stay, changed ones are replaced,
     and files the new revision no longer has are removed; other files are left alone."""
-    repo = add_model(hf_env)
+    repo = hf_env.add_model()
     repo.files["old.bin"] = b"only in the first revision"
     target = tmp_path / "m"
     assert await download(args_for("hf://org/model", target)) == 0
@@ -305,9 +121,9 @@ async def test_a_new_revision_replaces_only_what_changed(
 
 
 async def test_probe_reports_size_and_commit(
-    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    hf_env: LocalHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    repo = add_model(hf_env)
+    repo = hf_env.add_model()
     parser = argparse.ArgumentParser()
     from aimd.download.probe import configure as configure_probe
 
@@ -326,12 +142,12 @@ async def test_probe_reports_size_and_commit(
 
 
 async def test_token_is_sent_and_a_bad_one_is_auth_failed(
-    hf_env: FakeHub,
+    hf_env: LocalHub,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    add_model(hf_env)
+    hf_env.add_model()
     hf_env.token = TOKEN
     monkeypatch.setenv("HF_TOKEN", "hf_wrong")
     code = await download(args_for("hf://org/model", tmp_path / "m"))
@@ -344,18 +160,18 @@ async def test_token_is_sent_and_a_bad_one_is_auth_failed(
 
 
 async def test_missing_repo_and_revision_are_source_not_found(
-    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    hf_env: LocalHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    add_model(hf_env)
+    hf_env.add_model()
     for uri in ("hf://org/nothing", "hf://org/model@no-such-branch"):
         assert await download(args_for(uri, tmp_path / "m")) == EXIT_CODES[Reason.SOURCE_NOT_FOUND]
         assert last_json(capsys)["reason"] == "SourceNotFound"
 
 
 async def test_corrupted_file_is_verification_failed_and_not_kept(
-    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    hf_env: LocalHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    add_model(hf_env)
+    hf_env.add_model()
     hf_env.corrupt.add("model-00002-of-00002.safetensors")
     target = tmp_path / "m"
     code = await download(args_for("hf://org/model", target))
@@ -369,9 +185,9 @@ async def test_corrupted_file_is_verification_failed_and_not_kept(
 
 
 async def test_stall_fails_the_attempt(
-    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    hf_env: LocalHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    add_model(hf_env)
+    hf_env.add_model()
     hf_env.stall_after = 2 << 20
     code = await download(args_for("hf://org/model", tmp_path / "m", "--stall-timeout", "1.5"))
     assert code == EXIT_CODES[Reason.STALLED]
@@ -379,9 +195,9 @@ async def test_stall_fails_the_attempt(
 
 
 async def test_throttling_is_waited_out_as_retry_after_asks(
-    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    hf_env: LocalHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    repo = add_model(hf_env)
+    repo = hf_env.add_model()
     hf_env.throttle = 3
     hf_env.retry_after = "0.2"
     assert await download(args_for("hf://org/model", tmp_path / "m")) == 0
@@ -391,9 +207,9 @@ async def test_throttling_is_waited_out_as_retry_after_asks(
 
 
 async def test_throttled_listing_is_waited_out(
-    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    hf_env: LocalHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    add_model(hf_env)
+    hf_env.add_model()
     hf_env.throttle_listing = 2
     hf_env.retry_after = "0.2"
     assert await download(args_for("hf://org/model", tmp_path / "m")) == 0
@@ -401,9 +217,9 @@ async def test_throttled_listing_is_waited_out(
 
 
 async def test_throttling_longer_than_allowed_is_rate_limited(
-    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    hf_env: LocalHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    add_model(hf_env)
+    hf_env.add_model()
     hf_env.throttle = 1_000_000
     hf_env.retry_after = "30"
     code = await download(args_for("hf://org/model", tmp_path / "m", "--max-retry-after", "5"))
@@ -414,11 +230,11 @@ async def test_throttling_longer_than_allowed_is_rate_limited(
 
 
 async def test_one_attempt_at_a_time_per_directory(
-    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    hf_env: LocalHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A second attempt into the same directory waits for the first; one that waits longer than
     its stall timeout gives up without touching the files."""
-    repo = add_model(hf_env)
+    repo = hf_env.add_model()
     hf_env.piece_delay = 0.1
     target = tmp_path / "m"
     first = asyncio.create_task(download(args_for("hf://org/model", target)))
@@ -453,9 +269,9 @@ def recorded_bytes(target: Path) -> int:
 
 
 async def test_resume_after_kill_fetches_only_missing_bytes(
-    hf_env: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    hf_env: LocalHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    repo = add_model(hf_env, size_mib=8)
+    repo = hf_env.add_model(size_mib=8)
     total = sum(len(d) for d in repo.files.values())
     target = tmp_path / "m"
     hf_env.piece_delay = 0.01
@@ -532,9 +348,9 @@ def tiny_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
 
 
 async def test_too_small_volume_is_storage_full_before_fetching(
-    hf_env: FakeHub, tiny_disk: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+    hf_env: LocalHub, tiny_disk: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    add_model(hf_env, size_mib=6)
+    hf_env.add_model(size_mib=6)
     disk = tiny_disk("2m")
     code = await download(args_for("hf://org/model", disk / "model"))
     assert code == EXIT_CODES[Reason.STORAGE_FULL]
@@ -545,11 +361,11 @@ async def test_too_small_volume_is_storage_full_before_fetching(
 
 
 async def test_disk_filling_up_during_download_is_storage_full(
-    hf_env: FakeHub, tiny_disk: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+    hf_env: LocalHub, tiny_disk: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Space is there when the download starts, then something else takes it: the kernel's
     ENOSPC on a write becomes StorageFull, and what was written is kept for the retry."""
-    add_model(hf_env, size_mib=6)
+    hf_env.add_model(size_mib=6)
     hf_env.piece_delay = 0.005
     disk = tiny_disk("8m")
     attempt = asyncio.create_task(download(args_for("hf://org/model", disk / "model")))

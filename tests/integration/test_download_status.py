@@ -17,15 +17,16 @@ import pytest
 
 from aimd.caching import kinds
 from aimd.dev.controlplane import ControlPlane
+from aimd.dev.localhub import DEMO_COMMIT as COMMIT
+from aimd.dev.localhub import LocalHub, serve_hub
 from aimd.download.reasons import EXIT_CODES, Reason
 from aimd.kube.client import KubeClient
 from aimd.kube.resources import ROLE_BINDINGS, ROLES, SERVICE_ACCOUNTS
-from tests.integration.test_download_hf import COMMIT, FakeHub, add_model, serve_hub
 from tests.support import eventually
 
 
 @pytest.fixture
-async def hub(unused_tcp_port: int) -> AsyncIterator[FakeHub]:
+async def hub(unused_tcp_port: int) -> AsyncIterator[LocalHub]:
     async with serve_hub(unused_tcp_port) as fake:
         yield fake
 
@@ -98,9 +99,9 @@ async def status_of(kube: KubeClient, namespace: str, name: str) -> dict[str, An
 
 
 async def test_download_reports_progress_revision_and_failure(
-    kube: KubeClient, control_plane: ControlPlane, namespace: str, hub: FakeHub, tmp_path: Path
+    kube: KubeClient, control_plane: ControlPlane, namespace: str, hub: LocalHub, tmp_path: Path
 ) -> None:
-    repo = add_model(hub, size_mib=8)
+    repo = hub.add_model(size_mib=8)
     total = sum(len(d) for d in repo.files.values())
     name = await create_cache(kube, namespace, "hf://org/model")
     kubeconfig = await job_credentials(kube, control_plane, namespace, name, tmp_path)
@@ -154,9 +155,9 @@ async def test_download_reports_progress_revision_and_failure(
 
 
 async def test_probe_reports_size_then_failure(
-    kube: KubeClient, control_plane: ControlPlane, namespace: str, hub: FakeHub, tmp_path: Path
+    kube: KubeClient, control_plane: ControlPlane, namespace: str, hub: LocalHub, tmp_path: Path
 ) -> None:
-    repo = add_model(hub)
+    repo = hub.add_model()
     name = await create_cache(kube, namespace, "hf://org/model")
     kubeconfig = await job_credentials(kube, control_plane, namespace, name, tmp_path)
     env = {
@@ -186,11 +187,11 @@ async def test_reporting_failures_never_fail_the_download(
     kube: KubeClient,
     control_plane: ControlPlane,
     namespace: str,
-    hub: FakeHub,
+    hub: LocalHub,
     tmp_path: Path,
     broken: str,
 ) -> None:
-    add_model(hub)
+    hub.add_model()
     name = await create_cache(kube, namespace, "hf://org/model")
     if broken == "unreachable":
         config = json.loads(control_plane.kubeconfig.read_text())
