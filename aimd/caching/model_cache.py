@@ -342,11 +342,13 @@ class ModelCacheReconciler:
         )
         plan = decide(mc, seen, self.image, _now(), self.policy)
         namespace = mc["metadata"]["namespace"]
-        for resource, body in plan.creates:
-            created = await create_or_adopt(self.client, resource, body)
-            if created and resource in (resources.PERSISTENT_VOLUME_CLAIMS, resources.JOBS):
-                note = f"created {resource.kind} {body['metadata']['name']}"
-                self.manager.events.normal(mc, "Created", note)
+        created_pvc = await self._create(mc, plan)
+        if created_pvc is not None:
+            # The Job's name needs the new PVC's uid, which the create just returned: start it
+            # in this pass rather than write a Pending status the next pass would overwrite.
+            seen = Observed(created_pvc, seen.jobs, (True, True, True))
+            plan = decide(mc, seen, self.image, _now(), self.policy)
+            await self._create(mc, plan)
         try:
             wrote = await write_status(self.client, kinds.MODEL_CACHES, mc, plan.status)
         except NotFound:
@@ -356,6 +358,21 @@ class ModelCacheReconciler:
             for event in plan.events:
                 self.manager.events.record(mc, event.type, event.reason, event.note)
         return plan.requeue_after
+
+    async def _create(self, mc: Object, plan: Plan) -> Object | None:
+        """Creates the plan's children; returns the PVC if this call created it."""
+        created_pvc = None
+        for resource, body in plan.creates:
+            created = await create_or_adopt(self.client, resource, body)
+            if created is not None and resource in (
+                resources.PERSISTENT_VOLUME_CLAIMS,
+                resources.JOBS,
+            ):
+                note = f"created {resource.kind} {body['metadata']['name']}"
+                self.manager.events.normal(mc, "Created", note)
+                if resource == resources.PERSISTENT_VOLUME_CLAIMS:
+                    created_pvc = created
+        return created_pvc
 
     def _count(self, mc: Object, plan: Plan, namespace: str) -> None:
         """Counters move only with the status write that records the fact, so a reconcile that

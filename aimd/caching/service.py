@@ -143,8 +143,10 @@ def desired_status(
                 if deployment is None:
                     state, message = "Failed", detail
             else:
-                detail = f"template cache {tc_name} is {tc_status}"
-                cond("CacheReady", False, "TemplateCache" + tc_status, detail)
+                # One reason for Pending and Progressing alike: the service waits either way, and
+                # each step of the cache's progress would otherwise be a write on every service.
+                detail = f"waiting for template cache {tc_name} to be Available"
+                cond("CacheReady", False, "TemplateCacheNotReady", detail)
                 if deployment is None:
                     state, message = "Starting", detail
         ok = state == "Running"
@@ -190,6 +192,11 @@ class ServiceReconciler:
             try:
                 if caching(svc):
                     tc = await self._template_cache(svc, resolved)
+                    if tc is None:
+                        # Just created (or its predecessor is still going): its watch event
+                        # comes back within moments with a uid to refer to, so a status now
+                        # would only be overwritten.
+                        return None
                     if tc is not None and (tc.get("status") or {}).get("status") == "Available":
                         await self._workload(svc, resolved, mounts_of(tc))
                 else:
@@ -248,6 +255,7 @@ class ServiceReconciler:
     async def _workload(
         self, svc: Object, resolved: Resolved, mounts: list[tuple[str, str]] | None
     ) -> None:
+        created: list[str] = []
         for resource, informer, body in (
             (
                 resources.DEPLOYMENTS,
@@ -260,32 +268,27 @@ class ServiceReconciler:
                 builders.service(svc, resolved.template),
             ),
         ):
-            await self._ensure(
-                svc,
-                resource,
-                informer.get(body["metadata"]["name"], body["metadata"]["namespace"]),
-                body,
-            )
+            current = informer.get(body["metadata"]["name"], body["metadata"]["namespace"])
+            if await self._ensure(resource, current, body):
+                created.append(f"{resource.kind} {body['metadata']['name']}")
+        if created:
+            # One Event for the workload: Events are writes too, and a person reads one line.
+            self.manager.events.normal(svc, "Created", "created " + " and ".join(created))
 
-    async def _ensure(
-        self, svc: Object, resource: Resource, current: Object | None, body: Object
-    ) -> None:
+    async def _ensure(self, resource: Resource, current: Object | None, body: Object) -> bool:
         """Creates the child, or patches its spec when what aimd wants of it changed (compared by a
         hash of the desired spec, so fields the API server defaults never cause a write)."""
         digest = spec_hash(body)
         body["metadata"].setdefault("annotations", {})[SPEC_HASH] = digest
         if current is None:
-            if await create_or_adopt(self.client, resource, body):
-                self.manager.events.normal(
-                    svc, "Created", f"created {resource.kind} {body['metadata']['name']}"
-                )
-            return
+            return await create_or_adopt(self.client, resource, body) is not None
         if (current["metadata"].get("annotations") or {}).get(SPEC_HASH) == digest:
-            return
+            return False
         patch = {"metadata": {"annotations": {SPEC_HASH: digest}}, "spec": body["spec"]}
         await self.client.patch(
             resource, body["metadata"]["name"], patch, body["metadata"]["namespace"]
         )
+        return False
 
     async def keep_available_template_caches(self, svc: Object) -> None:
         """D1 (+ D7, D8): the TCs this service created are kept when Available, handed to another

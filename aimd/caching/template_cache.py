@@ -35,6 +35,10 @@ Key = tuple[str, str]
 SEVERITY = ("Failed", "Pending", "Progressing", "Available")
 
 
+def _conditions(obj: Object | None) -> list[Object]:
+    return list(((obj or {}).get("status") or {}).get("conditions") or ())
+
+
 def worst(statuses: list[str]) -> str:
     return min(statuses, key=SEVERITY.index) if statuses else "Pending"
 
@@ -102,20 +106,15 @@ def desired_status(
     else:
         waiting = [(e, mc) for e, mc in entries if e["status"] != "Available"]
         entry, mc = next(((e, m) for e, m in waiting if e["status"] == state), waiting[0])
-        mc_ready = next(
-            (
-                c
-                for c in ((mc or {}).get("status") or {}).get("conditions") or ()
-                if c["type"] == "Ready"
-            ),
-            None,
-        )
-        reason = (mc_ready or {}).get("reason") or (
-            "ModelCachePending" if mc else "CreatingModelCache"
-        )
-        message = f"{entry['sourceUri']}: " + (
-            (mc_ready or {}).get("message") or f"model cache {state}"
-        )
+        if state == "Failed":
+            # The cause is what a person needs; relay the model cache's own words.
+            mc_ready = next((c for c in _conditions(mc) if c.get("type") == "Ready"), {})
+            reason = mc_ready.get("reason") or "ModelCacheFailed"
+            message = f"{entry['sourceUri']}: " + (mc_ready.get("message") or "download failed")
+        else:
+            # Progress is not repeated here: each step would be a write on every TC.
+            reason = "ModelCache" + state if mc else "CreatingModelCache"
+            message = f"{len(waiting)} of {len(entries)} model cache(s) not Available yet"
     return result(
         state,
         ready,

@@ -51,13 +51,13 @@ async def write_status(
     return True
 
 
-async def create_or_adopt(client: KubeClient, resource: Resource, body: Object) -> bool:
-    """Creates ``body``; False when it exists already (then it is adopted as it is)."""
+async def create_or_adopt(client: KubeClient, resource: Resource, body: Object) -> Object | None:
+    """Creates ``body`` and returns it as stored; None when it exists already (then it is
+    adopted as it is)."""
     try:
-        await client.create(resource, body)
+        return await client.create(resource, body)
     except AlreadyExists:
-        return False
-    return True
+        return None
 
 
 def has_finalizer(obj: Object) -> bool:

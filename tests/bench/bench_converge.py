@@ -152,12 +152,15 @@ async def running_count(kube: KubeClient, namespace: str) -> int:
     return sum(1 for s in items if (s.get("status") or {}).get("status") == "Running")
 
 
-def scrape_writes(port: int) -> int:
+def scrape_writes(port: int, codes: tuple[str, ...] = ()) -> int:
+    """aimd's write requests so far (only those answered with one of ``codes``, if given)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     total = 0.0
     for line in text.splitlines():
         match = re.match(r"^rest_client_requests_total\{([^}]*)\} ([0-9.e+]+)$", line)
-        if match and any(f'method="{m}"' in match.group(1) for m in WRITES):
+        if not match or not any(f'method="{m}"' in match.group(1) for m in WRITES):
+            continue
+        if not codes or any(f'code="{c}"' in match.group(1) for c in codes):
             total += float(match.group(2))
     return int(total)
 
@@ -216,6 +219,7 @@ async def run_aimd(
         await kubelet
         await asyncio.sleep(3)
         writes = scrape_writes(port)
+        refused = scrape_writes(port, ("409", "404", "422"))
         events = [
             e
             for e in (await kube.list(EVENTS, namespace))["items"]
@@ -229,6 +233,7 @@ async def run_aimd(
             "writes": writes,
             "events": len(events),
             "idle_writes": idle_writes,
+            "refused": refused,
             "rss": peak_rss(process.pid),
         }
     finally:
@@ -393,6 +398,7 @@ async def main_async(size: Size, idle: float) -> None:
         f"{'writes (without Events)':28}{writes:>12.0f}{floor['writes']:>12.0f}"
         f"   minimum {minimum}, ratio {writes / minimum:.2f}"
     )
+    print(f"{'  of which refused (409/404)':28}{ours['refused']:>12.0f}")
     print(f"{'Events written':28}{ours['events']:>12.0f}")
     print(f"{'writes while idle':28}{ours['idle_writes']:>12.0f}   over {idle:.0f} s")
     print(f"{'peak RSS (MiB)':28}{ours['rss'] / 2**20:>12.1f}")
