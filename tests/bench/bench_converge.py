@@ -1,9 +1,7 @@
 """Convergence benchmark: N AIMServices over T templates sharing U source URIs.
 
 Run with ``python -m tests.bench.bench_converge`` (full: 1,000 services, 100 templates, 50 URIs)
-or ``--small`` (100 / 10 / 5). The test control plane allocates Service IPs from a /24, so
-at most about 250 AIMServices (each gets a Service) fit at once: ``--services 240 --templates 24
---uris 12`` keeps the full benchmark's shape (10 services per template, 2 templates per URI).
+or ``--small`` (100 / 10 / 5); ``--services/--templates/--uris`` set any other size.
 Not a test (pytest does not collect ``bench_*.py``); it prints a
 table and asserts nothing.
 
@@ -227,7 +225,7 @@ async def run_aimd(
         ]
         await asyncio.sleep(idle)
         idle_writes = scrape_writes(port) - writes
-        await free_service_ips(kube, namespace)  # while aimd runs: its finalizers must go
+        await delete_namespace(kube, namespace)  # while aimd runs: its finalizers must go
         return {
             "seconds": elapsed,
             "writes": writes,
@@ -359,8 +357,9 @@ async def run_floor(kube: KubeClient, size: Size) -> dict[str, float]:
     return {"seconds": elapsed, "writes": writes}
 
 
-async def free_service_ips(kube: KubeClient, namespace: str) -> None:
-    """The test control plane's Service range is a /24: the floor's Services need aimd's gone."""
+async def delete_namespace(kube: KubeClient, namespace: str) -> None:
+    """Deletes aimd's namespace and waits until it is gone, so the floor runs on an API server
+    with nothing else to do."""
     await kube.delete(NAMESPACES, namespace)
     while True:
         try:
