@@ -1,9 +1,10 @@
-"""`aimd cache ls` and `aimd cache why NAME`: the caches as a person asks about them.
+"""`aimd cache ls`, `aimd cache why NAME`, `aimd cache retry NAME`: the caches as a person asks
+about them.
 
 `ls` answers "what is cached here, how far along, and who uses it"; `why` answers "what is this
-model cache waiting for". Both read the API (model caches, the template caches and services that
-use them, and the PVC and Job of the cache in question) and decide in pure functions, which is
-where the tests look.
+model cache waiting for"; `retry` makes a Failed cache try again now (after fixing the Secret its
+credentials come from, say) instead of at its next retry time. `ls` and `why` read the API and
+decide in pure functions, which is where the tests look.
 """
 
 from __future__ import annotations
@@ -176,6 +177,16 @@ async def _fetch(
     return mcs["items"], tcs["items"], svcs["items"]
 
 
+async def _request_retry(namespace: str, name: str, kubeconfig: str | None) -> Object:
+    """Sets the retry annotation to a new value; the controller retries a Failed cache at once."""
+    from aimd.kube.client import KubeClient
+
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    patch = {"metadata": {"annotations": {kinds.ANNOTATION_RETRY: stamp}}}
+    async with await KubeClient.auto(kubeconfig) as client:
+        return await client.patch(kinds.MODEL_CACHES, name, patch, namespace)
+
+
 async def _fetch_one(
     namespace: str, name: str, kubeconfig: str | None
 ) -> tuple[Object, Object | None, Object | None]:
@@ -213,6 +224,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "why", parents=[common], help="say what a model cache that is not Available waits for"
     )
     why.add_argument("name", help="the AIMModelCache's name")
+    retry = actions.add_parser(
+        "retry", parents=[common], help="make a Failed model cache retry its download now"
+    )
+    retry.add_argument("name", help="the AIMModelCache's name")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -222,6 +237,14 @@ def main(args: argparse.Namespace) -> int:
         if args.action == "ls":
             mcs, tcs, svcs = asyncio.run(_fetch(args.namespace, args.kubeconfig))
             print(format_table(cache_rows(mcs, tcs, svcs)))
+            return 0
+        if args.action == "retry":
+            mc = asyncio.run(_request_retry(args.namespace, args.name, args.kubeconfig))
+            state = (mc.get("status") or {}).get("status", "Pending")
+            if state != "Failed":
+                print(f"{args.name} is {state}, not Failed: there is nothing to retry")
+            else:
+                print(f"{args.name} retries now")
             return 0
         mc, pvc, job = asyncio.run(_fetch_one(args.namespace, args.name, args.kubeconfig))
     except ApiError as error:

@@ -303,6 +303,7 @@ def model_cache_status_schema() -> Schema:
             "sizeBytes": {"type": "integer", "format": "int64", "minimum": 0},
             "failures": {"type": "integer", "minimum": 0},
             "nextRetryTime": timestamp,
+            "retryRequest": _string(256),
             "lastFailureTime": timestamp,
             "availableTime": timestamp,
             "job": _string(),

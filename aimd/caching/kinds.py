@@ -33,3 +33,6 @@ LABEL_MODEL_CACHE = f"{GROUP}/model-cache"
 FINALIZER = f"{GROUP}/cleanup"
 LABEL_SERVICE = f"{GROUP}/service"
 FIELD_MANAGER = "aimd"
+# Set (to any new value, e.g. a timestamp) on a Failed AIMModelCache to retry it now rather than
+# at nextRetryTime: after fixing a Secret its env refers to, which aimd may not watch.
+ANNOTATION_RETRY = f"{GROUP}/retry"

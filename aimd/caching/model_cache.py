@@ -45,6 +45,7 @@ OWNED_FIELDS = (
     "sizeBytes",
     "failures",
     "nextRetryTime",
+    "retryRequest",
     "lastFailureTime",
     "availableTime",
     "job",
@@ -116,6 +117,10 @@ class _Decision:
         self.plan.status = {k: self.status.get(k) for k in OWNED_FIELDS}
         self.plan.status["observedGeneration"] = self.generation
         self.plan.status["failures"] = self.failures or None
+        requested = (mc["metadata"].get("annotations") or {}).get(kinds.ANNOTATION_RETRY)
+        if requested and self.status.get("status") != FAILED:
+            # A retry asked for while nothing has failed is spent, not saved for a later failure.
+            self.plan.status["retryRequest"] = requested
 
     @property
     def uri(self) -> str:
@@ -136,8 +141,20 @@ class _Decision:
             self.plan.status["nextRetryTime"] = None
 
     def waiting_to_retry(self) -> bool:
-        """Failed, and the backoff has not run out: stay Failed and look again then."""
+        """Failed, and the backoff has not run out: stay Failed and look again then.
+
+        A person's fix cuts the wait short: a change to the spec (new env, new credentials), or a
+        new value of the retry annotation (after fixing a Secret, which aimd does not watch:
+        it holds no right to read Secrets).
+        """
         if self.status.get("status") != FAILED:
+            return False
+        observed = self.status.get("observedGeneration")
+        if observed is not None and observed != self.generation:
+            return False
+        requested = (self.mc["metadata"].get("annotations") or {}).get(kinds.ANNOTATION_RETRY)
+        if requested and requested != self.status.get("retryRequest"):
+            self.plan.status["retryRequest"] = requested
             return False
         retry = parse_time(self.status.get("nextRetryTime"))
         if retry is None or retry <= self.now:

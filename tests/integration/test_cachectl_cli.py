@@ -1,4 +1,4 @@
-"""`aimd cache ls` and `aimd cache why` against a real API server, as a person runs them."""
+"""`aimd cache ls`, `why` and `retry` against a real API server, as a person runs them."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ async def aimd(control_plane: ControlPlane, *args: str) -> tuple[int, str, str]:
     return process.returncode or 0, out.decode(), err.decode()
 
 
-async def test_ls_and_why(kube: KubeClient, namespace: str, control_plane: ControlPlane) -> None:
+async def test_ls_why_and_retry(
+    kube: KubeClient, namespace: str, control_plane: ControlPlane
+) -> None:
     body = {
         "apiVersion": kinds.API_VERSION,
         "kind": "AIMModelCache",
@@ -52,6 +54,13 @@ async def test_ls_and_why(kube: KubeClient, namespace: str, control_plane: Contr
     code, out, _ = await aimd(control_plane, "cache", "why", "llama", "-n", namespace)
     assert code == 0
     assert "SourceNotFound" in out
+
+    code, out, _ = await aimd(control_plane, "cache", "retry", "llama", "-n", namespace)
+    assert (code, out.strip()) == (0, "llama retries now")
+    annotations = (await kube.get(kinds.MODEL_CACHES, "llama", namespace))["metadata"][
+        "annotations"
+    ]
+    assert annotations[kinds.ANNOTATION_RETRY]
 
     code, _, err = await aimd(control_plane, "cache", "why", "missing", "-n", namespace)
     assert code == 1

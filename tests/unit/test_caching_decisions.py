@@ -277,3 +277,35 @@ def test_a_service_without_caching_mounts_nothing() -> None:
     pod = deployment["spec"]["template"]["spec"]
     assert "volumes" not in pod
     assert "volumeMounts" not in pod["containers"][0]
+
+
+def retry_annotated(status: Object, value: str) -> Object:
+    cache = mc(**status)
+    cache["metadata"]["annotations"] = {"aim.eai.amd.com/retry": value}
+    return cache
+
+
+def test_a_retry_request_cuts_the_backoff_short_once() -> None:
+    later = timestamp(NOW + timedelta(minutes=10))
+    failed = {"status": "Failed", "failures": 3, "nextRetryTime": later, "job": JOB0}
+    jobs = {JOB0: job(JOB0, "Failed")}
+    asked = decide(retry_annotated(failed, "t1"), Observed(pvc(), jobs, READY), "img", NOW, POLICY)
+    assert [b["kind"] for _, b in asked.creates] == ["Job"]
+    assert asked.status["retryRequest"] == "t1"
+    spent = retry_annotated({**failed, "retryRequest": "t1"}, "t1")
+    waiting = decide(spent, Observed(pvc(), jobs, READY), "img", NOW, POLICY)
+    assert not waiting.creates
+
+
+def test_a_retry_request_while_nothing_failed_is_spent() -> None:
+    downloading = retry_annotated({"status": "Progressing", "job": JOB0}, "t1")
+    plan = decide(downloading, Observed(pvc(), {JOB0: job(JOB0, None)}, READY), "img", NOW, POLICY)
+    assert plan.status["retryRequest"] == "t1"
+
+
+def test_a_changed_spec_cuts_the_backoff_short() -> None:
+    later = timestamp(NOW + timedelta(minutes=10))
+    failed = mc(status="Failed", failures=2, nextRetryTime=later, job=JOB0, observedGeneration=1)
+    failed["metadata"]["generation"] = 2
+    plan = decide(failed, Observed(pvc(), {JOB0: job(JOB0, "Failed")}, READY), "img", NOW, POLICY)
+    assert [b["kind"] for _, b in plan.creates] == ["Job"]
