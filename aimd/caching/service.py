@@ -18,9 +18,9 @@ from aimd.caching.conditions import now, set_condition
 from aimd.caching.state import CREATED_BY_SERVICE, State, live, oldest_first
 from aimd.caching.templates import Resolved, problems
 from aimd.caching.writes import (
-    add_finalizer,
     create_or_adopt,
     delete_exact,
+    finalized,
     remove_finalizer,
     set_label,
     write_status,
@@ -174,15 +174,13 @@ class ServiceReconciler:
         svc = self.state.services.get(name, namespace)
         if svc is None:
             return None
-        if not live(svc):
-            await self.keep_available_template_caches(svc)
+        terminating = self.state.namespace_terminating(namespace)
+        finalized_svc = await finalized(
+            self.client, kinds.SERVICES, svc, terminating, self.keep_available_template_caches
+        )
+        if finalized_svc is None:
             return None
-        if self.state.namespace_terminating(namespace):
-            return None  # nothing can be created there any more; D7 runs when svc is deleted
-        added = await add_finalizer(self.client, kinds.SERVICES, svc)
-        if added is None:
-            return None
-        svc = added
+        svc = finalized_svc
         template_name = (svc.get("spec") or {}).get("templateName", "")
         resolved = self.state.templates.resolve(namespace, template_name)
         tc = None

@@ -17,8 +17,8 @@ from aimd.caching.conditions import now, set_condition
 from aimd.caching.state import State, live, preferred_model_cache
 from aimd.caching.templates import Resolved, model_sources, owner_reference, problems
 from aimd.caching.writes import (
-    add_finalizer,
     delete_exact,
+    finalized,
     remove_finalizer,
     set_label,
     write_status,
@@ -136,15 +136,13 @@ class TemplateCacheReconciler:
         tc = self.state.template_caches.get(name, namespace)
         if tc is None:
             return None
-        if not live(tc):
-            await self.keep_available_model_caches(tc)
+        terminating = self.state.namespace_terminating(namespace)
+        finalized_tc = await finalized(
+            self.client, kinds.TEMPLATE_CACHES, tc, terminating, self.keep_available_model_caches
+        )
+        if finalized_tc is None:
             return None
-        if self.state.namespace_terminating(namespace):
-            return None
-        added = await add_finalizer(self.client, kinds.TEMPLATE_CACHES, tc)
-        if added is None:
-            return None
-        tc = added
+        tc = finalized_tc
         resolved = self.state.resolve_for_template_cache(tc)
         if resolved is not None:
             tc = await self._owned_by_template(tc, resolved) or tc

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aimd.caching import kinds
@@ -81,6 +82,28 @@ async def add_finalizer(client: KubeClient, resource: Resource, obj: Object) -> 
         return obj
     finalizers = [*(obj["metadata"].get("finalizers") or ()), kinds.FINALIZER]
     return await _set_finalizers(client, resource, obj, finalizers)
+
+
+async def finalized(
+    client: KubeClient,
+    resource: Resource,
+    obj: Object,
+    namespace_terminating: bool,
+    clean_up: Callable[[Object], Awaitable[None]],
+) -> Object | None:
+    """The start of every reconcile of an object aimd finalizes (services, template caches).
+
+    Returns the object, with aimd's finalizer on it, when the reconcile should go on; None when
+    it should stop: the object is being deleted (``clean_up`` ran the seed's deletion rule and
+    let it go), its namespace is terminating (nothing can be created there any more, and the
+    rule is skipped when the object's own deletion comes, D7), or it vanished meanwhile.
+    """
+    if obj["metadata"].get("deletionTimestamp"):
+        await clean_up(obj)
+        return None
+    if namespace_terminating:
+        return None
+    return await add_finalizer(client, resource, obj)
 
 
 async def remove_finalizer(client: KubeClient, resource: Resource, obj: Object) -> None:
