@@ -204,6 +204,16 @@ def probe_job(mc: Object, name: str, image: str) -> Object:
     return _job(mc, name, ["probe", mc["spec"]["sourceUri"]], image, None)
 
 
+def _workload_meta(svc: Object, labels: dict[str, str]) -> Object:
+    """Metadata of the Deployment and the Service an AIMService runs on: its name, its owner."""
+    return {
+        "name": svc["metadata"]["name"],
+        "namespace": svc["metadata"]["namespace"],
+        "labels": labels,
+        "ownerReferences": [owned_by(svc, kinds.SERVICES.kind)],
+    }
+
+
 def _service_labels(svc: Object) -> dict[str, str]:
     return {kinds.LABEL_SERVICE: svc["metadata"]["name"]}
 
@@ -241,12 +251,7 @@ def deployment(svc: Object, template: Object, mounts: list[tuple[str, str]] | No
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {
-            "name": svc["metadata"]["name"],
-            "namespace": svc["metadata"]["namespace"],
-            "labels": labels,
-            "ownerReferences": [owned_by(svc, kinds.SERVICES.kind)],
-        },
+        "metadata": _workload_meta(svc, labels),
         "spec": {
             "replicas": int(svc_spec.get("replicas", 1)),
             "selector": {"matchLabels": labels},
@@ -261,12 +266,7 @@ def service(svc: Object, template: Object) -> Object:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": svc["metadata"]["name"],
-            "namespace": svc["metadata"]["namespace"],
-            "labels": labels,
-            "ownerReferences": [owned_by(svc, kinds.SERVICES.kind)],
-        },
+        "metadata": _workload_meta(svc, labels),
         "spec": {
             "selector": labels,
             "ports": [{"name": "http", "port": port, "targetPort": "http"}],
