@@ -170,22 +170,34 @@ async def test_template_cache_deleted_keeps_available_model_caches_only(
 ) -> None:
     await create(kube, TPL, template("llama", LLAMA, QWEN), namespace)
     await create(kube, TC, template_cache("cache", "llama"), namespace)
-    qwen_held = lambda job: "qwen" in job["metadata"]["name"]  # noqa: E731
-    async with kubelet(kube, namespace, hold=qwen_held):
-        await eventually(
-            lambda: _mc_statuses(kube, namespace, {"Available", "Progressing"}),
-            what="llama Available, qwen downloading",
-        )
+    await llama_available_qwen_downloading(kube, namespace)
     await kube.delete(TC, "cache", namespace)
     await eventually(lambda: _gone(kube, TC, namespace), what="the TC removed")
-    await eventually(lambda: _count(kube, MC, namespace, 1), what="the unfinished MC deleted")
-    (kept,) = await items(kube, MC, namespace)
+    kept = await only_the_unfinished_model_cache_deleted(kube, namespace)
     assert kept["spec"]["sourceUri"] == LLAMA[1]
     assert status_of(kept) == "Available"
 
 
 async def _mc_statuses(kube: KubeClient, namespace: str, wanted: set[str]) -> bool:
     return {status_of(mc) for mc in await items(kube, MC, namespace)} == wanted
+
+
+async def llama_available_qwen_downloading(kube: KubeClient, namespace: str) -> None:
+    """The kubelet completes llama's download and holds qwen's, so one MC of the template is
+    Available and the other is not when the deletion under test comes."""
+    qwen_held = lambda job: "qwen" in job["metadata"]["name"]  # noqa: E731
+    async with kubelet(kube, namespace, hold=qwen_held):
+        await eventually(
+            lambda: _mc_statuses(kube, namespace, {"Available", "Progressing"}),
+            what="llama Available, qwen downloading",
+        )
+
+
+async def only_the_unfinished_model_cache_deleted(kube: KubeClient, namespace: str) -> Object:
+    """Waits until one MC is left (the unfinished one deleted) and returns it."""
+    await eventually(lambda: _count(kube, MC, namespace, 1), what="the unfinished MC deleted")
+    (kept,) = await items(kube, MC, namespace)
+    return kept
 
 
 async def test_model_cache_deleted_collects_its_pvc_and_job(
@@ -215,16 +227,10 @@ async def test_template_deleted_collects_its_caches_and_keeps_available_model_ca
 ) -> None:
     await create(kube, TPL, template("llama", LLAMA, QWEN), namespace)
     await create(kube, SVC, service("svc", "llama"), namespace)
-    qwen_held = lambda job: "qwen" in job["metadata"]["name"]  # noqa: E731
-    async with kubelet(kube, namespace, hold=qwen_held):
-        await eventually(
-            lambda: _mc_statuses(kube, namespace, {"Available", "Progressing"}),
-            what="llama Available, qwen downloading",
-        )
+    await llama_available_qwen_downloading(kube, namespace)
     await kube.delete(TPL, "llama", namespace)
     await eventually(lambda: _gone(kube, TC, namespace), what="the TC collected")
-    await eventually(lambda: _count(kube, MC, namespace, 1), what="the unfinished MC deleted")
-    (kept,) = await items(kube, MC, namespace)
+    kept = await only_the_unfinished_model_cache_deleted(kube, namespace)
     assert status_of(kept) == "Available"
     await eventually(
         lambda: _service_status(kube, namespace, "svc", "Pending"), what="the service Pending"
