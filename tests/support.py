@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,3 +44,19 @@ def sample(name: str) -> dict[str, Any]:
         (REPO / "manifests" / "samples" / f"{name}.yaml").read_text()
     )
     return loaded
+
+
+@dataclass
+class NoAuth:
+    """Credentials for a KubeClient talking to a plain local HTTP server (no auth, no TLS)."""
+
+    host: str
+    ssl: bool = False
+    server_hostname: str | None = None
+    proxy: str | None = None
+
+    async def authorization(self) -> str | None:
+        return None
+
+    async def invalidate(self) -> None:
+        return None

@@ -25,7 +25,6 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -34,6 +33,7 @@ from aiohttp import web
 from aimd.kube.client import KubeClient
 from aimd.kube.resources import Resource
 from aimd.runtime.informer import Informer
+from tests.support import NoAuth
 
 GROUP, VERSION, PLURAL = "aim.eai.amd.com", "v1alpha1", "aimmodelcaches"
 MODEL_CACHES = Resource(GROUP, VERSION, PLURAL, "AIMModelCache", namespaced=True)
@@ -206,23 +206,9 @@ async def play(stream: bytes) -> Player:
     return Player(runner, finished)
 
 
-@dataclass
-class PlainCredentials:
-    host: str
-    ssl: bool = False
-    server_hostname: str | None = None
-    proxy: str | None = None
-
-    async def authorization(self) -> str | None:
-        return None
-
-    async def invalidate(self) -> None:
-        return None
-
-
 async def ours(stream: bytes, events: int) -> tuple[float, Informer]:
     player = await play(stream)
-    client = KubeClient(PlainCredentials(player.url))
+    client = KubeClient(NoAuth(player.url))
     informer = Informer(client, MODEL_CACHES, NAMESPACE)
     informer.add_index("sourceUri", lambda o: [o["spec"]["sourceUri"]])
     seen = 0

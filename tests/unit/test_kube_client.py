@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
 
 import aiohttp
 import pytest
@@ -12,20 +11,7 @@ from prometheus_client import REGISTRY
 from aimd.kube.client import KubeClient
 from aimd.kube.errors import Conflict, NotFound, ServerError, TooManyRequests
 from aimd.kube.resources import CONFIG_MAPS, NAMESPACES
-
-
-@dataclass
-class NoAuth:
-    host: str
-    ssl: bool = False
-    server_hostname: str | None = None
-    proxy: str | None = None
-
-    async def authorization(self) -> str | None:
-        return None
-
-    async def invalidate(self) -> None:
-        return None
+from tests.support import NoAuth
 
 
 def closed_port() -> int:
