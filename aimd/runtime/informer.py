@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 Object = dict[str, Any]
 Handler = Callable[[str, Object | None, Object | None], None]
+Transform = Callable[[Object], Object]
 
 
 def resource_label(resource: Resource) -> str:
@@ -50,9 +51,13 @@ class Informer:
         namespace: str | None = None,
         *,
         label_selector: str | None = None,
+        transform: Transform | None = None,
         watcher: Watcher | None = None,
     ) -> None:
         self.resource = resource
+        # client-go's SetTransform: shape each object once, as it enters the index, so every
+        # reader (indexes, handlers, reconcilers) sees the same normalised form.
+        self.transform = transform
         self.namespace = namespace
         self.index = Index()
         self.watcher = watcher or Watcher(
@@ -103,6 +108,8 @@ class Informer:
     # -- the watcher's sink: store first, then tell the handlers ------------------------------
 
     def changed(self, event_type: str, obj: Object) -> None:
+        if self.transform is not None:
+            obj = self.transform(obj)
         if event_type == "DELETED":
             self.index.remove(key_of(obj))
             self.metrics.count("deleted")
@@ -121,7 +128,10 @@ class Informer:
 
     def listed(self, listed: Listed) -> None:
         self.metrics.relisted(listed.reason)
-        changes = self.index.replace(listed.items)
+        items = listed.items
+        if self.transform is not None:
+            items = [self.transform(item) for item in items]
+        changes = self.index.replace(items)
         for event_type, old, new in changes:
             self.metrics.count(event_type.lower())
             self._dispatch(event_type, old, new)

@@ -34,7 +34,7 @@ from aimd.kube.resources import Resource
 from aimd.runtime.controller import Controller, Reconcile
 from aimd.runtime.events import EventRecorder
 from aimd.runtime.health import Checks, bound_port, health_app, metrics_app, serve
-from aimd.runtime.informer import Informer
+from aimd.runtime.informer import Informer, Transform
 from aimd.settings import Settings, parse_bind_address
 
 log = logging.getLogger(__name__)
@@ -81,14 +81,26 @@ class Manager:
     # -- declaring ----------------------------------------------------------------------------
 
     def informer(
-        self, resource: Resource, namespace: str | None = None, *, label_selector: str | None = None
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        transform: Transform | None = None,
     ) -> Informer:
         """The shared informer for ``resource`` (in ``namespace``, else everywhere); the same
-        object for the same arguments. One created while running starts at once."""
+        object for the same arguments. One created while running starts at once. ``transform``
+        shapes each object as it enters the index (the first declaration's wins)."""
         key = (resource, namespace, label_selector)
         informer = self._informers.get(key)
         if informer is None:
-            informer = Informer(self.client, resource, namespace, label_selector=label_selector)
+            informer = Informer(
+                self.client,
+                resource,
+                namespace,
+                label_selector=label_selector,
+                transform=transform,
+            )
             self._informers[key] = informer
             if self._group is not None:
                 self._start_informer(informer)
