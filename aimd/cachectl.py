@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aimd.caching import kinds
+from aimd.api import kinds
 from aimd.kube.resources import JOBS, PERSISTENT_VOLUME_CLAIMS
 
 Object = dict[str, Any]

@@ -30,7 +30,7 @@ COMMANDS = (
         "aimd.download.command",
     ),
     Command("probe", "print a model's total size without downloading it", "aimd.download.probe"),
-    Command("crds", "print the CustomResourceDefinitions as YAML", "aimd.crds"),
+    Command("crds", "print the CustomResourceDefinitions as YAML", "aimd.api.crds"),
     Command(
         "dev",
         "local control plane + controller + sample caches, no cluster needed",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from aimd.crds import all_crds
+from aimd.api.crds import all_crds
 from aimd.dev.controlplane import ControlPlane, RequestFailed, build_binaries
 
 if TYPE_CHECKING:

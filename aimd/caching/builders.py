@@ -10,7 +10,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from aimd.caching import kinds, names
+from aimd.api import kinds
+from aimd.caching import names
 from aimd.caching.quantity import pvc_size
 from aimd.caching.templates import owner_reference
 

@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aimd.api.kinds import LABEL_SERVICE
 from aimd.caching import metrics
-from aimd.caching.kinds import LABEL_SERVICE
 from aimd.caching.model_cache import ModelCacheReconciler, RetryPolicy
 from aimd.caching.service import ServiceReconciler
 from aimd.caching.state import ANY_NAMESPACE, State

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from aimd.caching import builders, kinds, metrics, names
+from aimd.api import kinds
+from aimd.caching import builders, metrics, names
 from aimd.caching.conditions import job_outcome, parse_time, set_condition, timestamp
 from aimd.caching.conditions import now as _now
 from aimd.caching.quantity import parse_bytes

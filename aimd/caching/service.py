@@ -13,7 +13,8 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from aimd.caching import builders, kinds, metrics
+from aimd.api import kinds
+from aimd.caching import builders, metrics
 from aimd.caching.conditions import now, set_condition
 from aimd.caching.state import CREATED_BY_SERVICE, State, live, oldest_first
 from aimd.caching.templates import Resolved, problems

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from aimd.caching import kinds
+from aimd.api import kinds
 from aimd.caching.templates import Resolved, Templates, problems, source_uris
 from aimd.kube import resources
 from aimd.runtime import Informer, Manager

@@ -6,7 +6,7 @@ AIMClusterServiceTemplate.
 
 from __future__ import annotations
 
-from aimd.caching import kinds
+from aimd.api import kinds
 from aimd.caching.conditions import now
 from aimd.caching.state import State, live
 from aimd.caching.templates import desired_status

@@ -12,7 +12,8 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from aimd.caching import kinds, metrics
+from aimd.api import kinds
+from aimd.caching import metrics
 from aimd.caching.conditions import now, set_condition
 from aimd.caching.state import State, live, preferred_model_cache
 from aimd.caching.templates import Resolved, model_sources, owner_reference, problems

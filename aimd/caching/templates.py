@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aimd.caching import kinds
+from aimd.api import kinds
+from aimd.api.crds import HF_URI_PATTERN, MODEL_ID_PATTERN, S3_URI_PATTERN
 from aimd.caching.conditions import set_condition
 from aimd.caching.quantity import parse_bytes
-from aimd.crds import HF_URI_PATTERN, MODEL_ID_PATTERN, S3_URI_PATTERN
 from aimd.runtime.index import Index
 
 Object = dict[str, Any]

@@ -16,7 +16,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aimd.caching import kinds
+from aimd.api import kinds
 from aimd.kube.client import KubeClient
 from aimd.kube.errors import AlreadyExists, NotFound
 from aimd.kube.resources import Resource

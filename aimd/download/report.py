@@ -76,7 +76,7 @@ class StatusReporter:
         client = await self._get_client()
         if client is None or self.name is None:
             return False
-        from aimd.caching.kinds import MODEL_CACHES
+        from aimd.api.kinds import MODEL_CACHES
 
         try:
             async with asyncio.timeout(PATCH_TIMEOUT * 2):

@@ -1,4 +1,4 @@
-"""Descriptors of the API resources aimd reads and writes, and the URL paths they live at.
+"""The built-in API resources aimd reads and writes (the AIM kinds are in :mod:`aimd.api.kinds`).
 
 The kube layer knows resources only by group, version and plural; what an object means is the
 business of the layers above.
@@ -6,39 +6,9 @@ business of the layers above.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from aimd.api.resource import Resource
 
-
-@dataclass(frozen=True, slots=True)
-class Resource:
-    """One REST resource: enough to build every URL for it."""
-
-    group: str
-    version: str
-    plural: str
-    kind: str
-    namespaced: bool
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(
-        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
-    ) -> str:
-        """The URL path of the collection, or of one object (and its subresource).
-
-        A namespaced resource without a namespace gives the all-namespaces collection.
-        """
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace is not None:
-            base = f"{base}/namespaces/{namespace}"
-        base = f"{base}/{self.plural}"
-        if name is not None:
-            base = f"{base}/{name}"
-            if subresource is not None:
-                base = f"{base}/{subresource}"
-        return base
+__all__ = ["Resource"]
 
 
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aimd.api.crds import all_crds
 from aimd.caching import builders, kinds, names
-from aimd.crds import all_crds
 from aimd.dev.controlplane import ControlPlane, build_binaries, free_port
 from aimd.dev.kubelet import completed_status, job_finished
 from aimd.kube.client import KubeClient

@@ -11,7 +11,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from aimd.caching import kinds
+from aimd.api import kinds
 from aimd.dev.controlplane import ControlPlane
 from aimd.dev.kubelet import LocalKubelet
 from aimd.dev.localhub import serve_hub

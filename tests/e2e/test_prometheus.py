@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 import yaml
 
-from aimd.caching import kinds
+from aimd.api import kinds
 from aimd.caching.controller import run as run_controller
 from aimd.caching.model_cache import RetryPolicy
 from aimd.dev.controlplane import ControlPlane, free_port

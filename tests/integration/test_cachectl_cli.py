@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from aimd.caching import kinds
+from aimd.api import kinds
 from aimd.dev.controlplane import ControlPlane
 from aimd.kube.client import KubeClient
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aimd.caching import kinds
+from aimd.api import kinds
 from aimd.caching.controller import Caching, run
 from aimd.caching.model_cache import RetryPolicy
 from aimd.dev.kubelet import completed_status, failed_status, job_finished

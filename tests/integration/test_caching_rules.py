@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from aimd.caching import kinds
+from aimd.api import kinds
 from aimd.dev.controlplane import ControlPlane
 from aimd.kube.client import KubeClient
 from aimd.kube.resources import DEPLOYMENTS, EVENTS, JOBS, PERSISTENT_VOLUME_CLAIMS

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from aimd.caching import kinds
+from aimd.api import kinds
 from aimd.kube.client import KubeClient
 from aimd.kube.errors import ApiError, NotFound
 from aimd.kube.resources import NAMESPACES, Resource

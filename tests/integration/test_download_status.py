@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from aimd.caching import kinds
+from aimd.api import kinds
 from aimd.dev.controlplane import ControlPlane
 from aimd.dev.localhub import DEMO_COMMIT as COMMIT
 from aimd.dev.localhub import LocalHub, serve_hub

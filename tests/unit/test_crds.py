@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aimd import crds
-from aimd.caching import kinds
+from aimd.api import crds, kinds
 
 REPO = Path(__file__).resolve().parents[2]
 

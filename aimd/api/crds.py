@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from aimd.caching import kinds
-from aimd.kube.resources import Resource
+from aimd.api import kinds
+from aimd.api.resource import Resource
 
 Schema = dict[str, Any]
 

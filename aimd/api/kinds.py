@@ -5,7 +5,7 @@ One source of truth: every module that names an AIM resource or label imports it
 
 from __future__ import annotations
 
-from aimd.kube.resources import Resource
+from aimd.api.resource import Resource
 
 GROUP = "aim.eai.amd.com"
 VERSION = "v1alpha1"
