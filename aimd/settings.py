@@ -6,8 +6,11 @@ as ``AIMD_<FLAG_NAME>`` (``AIMD_LEADER_ELECT=true``); a flag on the command line
 leader-election namespace defaults to ``$POD_NAMESPACE`` and the identity to ``$POD_NAME``
 (both set through the downward API in the manifests).
 
-Bind addresses are Go-style: ``:8080`` is every interface, ``127.0.0.1:8080`` one, ``0``
-disables the server.
+Bind addresses are Go-style: ``:8443`` is every interface, ``127.0.0.1:8443`` one, ``0``
+disables the server. ``/metrics`` is served as kubebuilder's v4 scaffold serves it: HTTPS with
+TokenReview and SubjectAccessReview (``--metrics-secure``, the default); ``--metrics-secure=false``
+serves plain HTTP for local use. Lists (``--namespaces``, ``--allowed-endpoints``, ...) are
+comma-separated, on the command line and in the environment alike.
 """
 
 from __future__ import annotations
@@ -20,12 +23,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
 ENV_PREFIX = "AIMD_"
+# The public Hugging Face Hub and AWS: where a model cache may send its credentials unless an
+# admin allows more (docs/security.md).
+DEFAULT_ALLOWED_ENDPOINTS = ("https://huggingface.co", "https://*.amazonaws.com")
 
 
 @dataclass(frozen=True)
 class Settings:
     kubeconfig: str | None = None
-    metrics_bind_address: str = ":8080"
+    metrics_bind_address: str = ":8443"
+    metrics_secure: bool = True
+    metrics_cert_path: str | None = None  # a directory; None: a self-signed certificate
+    metrics_cert_name: str = "tls.crt"
+    metrics_cert_key: str = "tls.key"
     health_probe_bind_address: str = ":8081"
     leader_elect: bool = False
     leader_election_namespace: str | None = None
@@ -42,6 +52,10 @@ class Settings:
     shutdown_grace: float = 30.0
     log_level: str = "info"
     image: str | None = None  # this controller's own image: the default for download Jobs
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    allowed_download_images: tuple[str, ...] = ()  # besides ``image``, always allowed
+    allowed_endpoints: tuple[str, ...] = DEFAULT_ALLOWED_ENDPOINTS
+    require_secret_consent: bool = False
 
     @classmethod
     def from_args(
@@ -85,7 +99,12 @@ class Settings:
             parse_bind_address(address)
 
 
-_BOOLEANS = {"leader_elect", "leader_election_release_on_cancel"}
+_BOOLEANS = {
+    "leader_elect",
+    "leader_election_release_on_cancel",
+    "metrics_secure",
+    "require_secret_consent",
+}
 _FLOATS = {
     "lease_duration",
     "renew_deadline",
@@ -94,9 +113,12 @@ _FLOATS = {
     "shutdown_grace",
 }
 _INTS = {"workers"}
+_LISTS = {"namespaces", "allowed_download_images", "allowed_endpoints"}
 
 
 def _parse(name: str, raw: str) -> object:
+    if name in _LISTS:
+        return _list(raw)
     if name in _BOOLEANS:
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if name in _FLOATS:
@@ -119,6 +141,11 @@ def _bool(raw: str) -> bool:
     return raw.strip().lower() in ("1", "true", "yes", "on", "")
 
 
+def _list(raw: str) -> tuple[str, ...]:
+    """``"a, b,,c"`` → ``("a", "b", "c")``: the form a ConfigMap value or a flag takes."""
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
 def parse_bind_address(address: str) -> tuple[str, int] | None:
     """``":8080"`` → ``("0.0.0.0", 8080)``; ``"0"`` → None (disabled)."""
     if address in ("0", ""):
@@ -133,7 +160,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The controller's flags; unset flags stay None so the environment can fill them."""
     add = parser.add_argument
     add("--kubeconfig", help="kubeconfig path (default: in-cluster, else $KUBECONFIG)")
-    add("--metrics-bind-address", help="address of /metrics (default :8080; 0 disables)")
+    add("--metrics-bind-address", help="address of /metrics (default :8443; 0 disables)")
+    add(
+        "--metrics-secure",
+        nargs="?",
+        const=True,
+        type=_bool,
+        help="serve /metrics over HTTPS to callers a TokenReview and a SubjectAccessReview "
+        "(get /metrics) allow (default true; false: plain HTTP, for local use)",
+    )
+    add(
+        "--metrics-cert-path",
+        help="directory holding the metrics server's certificate (default: self-signed at start)",
+    )
+    add("--metrics-cert-name", help="certificate file in --metrics-cert-path (default tls.crt)")
+    add("--metrics-cert-key", help="key file in --metrics-cert-path (default tls.key)")
     add("--health-probe-bind-address", help="address of /healthz, /readyz (default :8081)")
     add(
         "--leader-elect",
@@ -166,3 +207,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--log-level", help="debug, info, warning or error (default info)")
     add("--image", help="this controller's image, run by download Jobs (env AIMD_IMAGE)")
+    add("--namespaces", type=_list, help="watch only these namespaces (a,b; default: all)")
+    add(
+        "--allowed-download-images",
+        type=_list,
+        help="images a model cache may name in spec.downloadImage, besides --image",
+    )
+    add(
+        "--allowed-endpoints",
+        type=_list,
+        help="where spec.env may point HF_ENDPOINT, AWS_ENDPOINT_URL* and proxies "
+        f"(default {','.join(DEFAULT_ALLOWED_ENDPOINTS)})",
+    )
+    add(
+        "--require-secret-consent",
+        nargs="?",
+        const=True,
+        type=_bool,
+        help="downloads read only the Secrets their namespace's Role aimd-download-credentials "
+        "names, instead of mounting any Secret spec.env references (default false)",
+    )

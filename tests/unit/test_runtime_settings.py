@@ -12,7 +12,8 @@ from aimd.settings import Settings, parse_bind_address
 
 def test_defaults_follow_kubebuilder() -> None:
     settings = Settings.parse([], environ={})
-    assert settings.metrics_bind_address == ":8080"
+    assert settings.metrics_bind_address == ":8443"
+    assert settings.metrics_secure is True
     assert settings.health_probe_bind_address == ":8081"
     assert settings.leader_elect is False
     assert settings.leader_election_id == "aimd-leader"
