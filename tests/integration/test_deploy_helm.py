@@ -29,6 +29,8 @@ CHART = REPO / "charts" / "aimd"
 HELM_MODULE = "helm.sh/helm/v3/cmd/helm"
 HELM_VERSION = "v3.20.2"
 HELM_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "aimd-helm"
+# helm renders offline for Kubernetes 1.20 unless told; the chart needs 1.30 (kubeVersion).
+KUBE_VERSION = "--kube-version=1.35.0"
 # Labels only Helm adds; without them a Helm object must equal its kustomize twin.
 HELM_LABELS = {
     "helm.sh/chart",
@@ -40,7 +42,11 @@ EVERYTHING_ON = {
     "metrics.serviceMonitor.enabled": "true",
     "prometheusRule.enabled": "true",
     "grafanaDashboards.enabled": "true",
+    "networkPolicy.enabled": "true",
 }
+NAMESPACED = {"namespaces[0]": "team-a", "namespaces[1]": "team-b"}
+# Annotations only Helm adds: a new configuration rolls the pods.
+HELM_ANNOTATIONS = {"checksum/config"}
 Object = dict[str, Any]
 
 
@@ -94,6 +100,8 @@ def helm_run(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "HELM_CACHE_HOME": str(home / "cache"),
         "HELM_DATA_HOME": str(home / "data"),
     }
+    if args and args[0] in ("template", "lint"):
+        args = (args[0], KUBE_VERSION, *args[1:])
     return subprocess.run(
         [str(helm), *args], env=environment, capture_output=True, text=True, check=False
     )
@@ -101,9 +109,14 @@ def helm_run(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def without_helm_labels(value: Any) -> Any:
     if isinstance(value, dict):
-        return {
-            key: without_helm_labels(item) for key, item in value.items() if key not in HELM_LABELS
+        kept = {
+            key: without_helm_labels(item)
+            for key, item in value.items()
+            if key not in HELM_LABELS | HELM_ANNOTATIONS
         }
+        if "annotations" in kept and not kept["annotations"]:
+            del kept["annotations"]
+        return kept
     if isinstance(value, list):
         return [without_helm_labels(item) for item in value]
     return value
@@ -120,7 +133,8 @@ def find(objects: list[Object], kind: str, name: str | None = None) -> Object:
 
 def manager(objects: list[Object]) -> dict[str, Any]:
     (container,) = find(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
-    return container
+    found: dict[str, Any] = container
+    return found
 
 
 def test_the_chart_lints_clean(helm: Path) -> None:
@@ -129,15 +143,26 @@ def test_the_chart_lints_clean(helm: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_release_aimd_installs_the_same_objects_as_manifests(helm: Path) -> None:
+def dashboard(obj: Object) -> bool:
+    return obj["kind"] == "ConfigMap" and "-dashboard-" in obj["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    ("values", "components"),
+    [
+        ({}, []),
+        (EVERYTHING_ON, ["prometheus", "network-policy"]),
+        (NAMESPACED, ["namespaced"]),
+    ],
+    ids=["defaults", "everything on", "namespaced"],
+)
+def test_release_aimd_installs_the_same_objects_as_manifests(
+    helm: Path, values: dict[str, str], components: list[str]
+) -> None:
     """Everything but the Namespace (helm install --create-namespace makes it) and the
-    dashboards (not part of manifests/)."""
-    rendered = [
-        without_helm_labels(obj)
-        for obj in template(helm, **EVERYTHING_ON)
-        if obj["kind"] != "ConfigMap"
-    ]
-    expected = [obj for obj in render() if obj["kind"] != "Namespace"]
+    dashboards (not part of manifests/), with the components that match the values."""
+    rendered = [without_helm_labels(obj) for obj in template(helm, **values) if not dashboard(obj)]
+    expected = [obj for obj in render(components=components) if obj["kind"] != "Namespace"]
     assert sorted(map(identity, rendered)) == sorted(map(identity, expected))
     for obj in expected:
         (twin,) = [candidate for candidate in rendered if identity(candidate) == identity(obj)]
@@ -156,18 +181,98 @@ def test_misspelt_or_mistyped_values_are_refused(helm: Path) -> None:
 
 
 def test_optional_parts_are_off_by_default(helm: Path) -> None:
-    kinds = {obj["kind"] for obj in template(helm)}
-    assert not {"ServiceMonitor", "PrometheusRule", "ConfigMap"} & kinds
-    assert {"Deployment", "Service", "Role", "ClusterRole"} <= kinds
+    objects = template(helm)
+    kinds = {obj["kind"] for obj in objects}
+    assert not {"ServiceMonitor", "PrometheusRule", "NetworkPolicy"} & kinds
+    assert not [obj for obj in objects if dashboard(obj)]
+    assert {"Deployment", "Service", "Role", "ClusterRole", "ValidatingAdmissionPolicy"} <= kinds
+
+
+def config(objects: list[Object]) -> dict[str, str]:
+    data: dict[str, str] = find(objects, "ConfigMap", "aimd-config")["data"]
+    return data
 
 
 def test_the_image_reaches_the_download_jobs_unless_they_get_their_own(helm: Path) -> None:
     objects = template(helm, **{"image.repository": "registry.example/aimd", "image.tag": "1.2"})
-    env = {var["name"]: var.get("value") for var in manager(objects)["env"]}
-    assert manager(objects)["image"] == env["AIMD_IMAGE"] == "registry.example/aimd:1.2"
+    assert manager(objects)["image"] == config(objects)["AIMD_IMAGE"] == "registry.example/aimd:1.2"
     objects = template(helm, downloadImage="registry.example/fetch:3")
-    env = {var["name"]: var.get("value") for var in manager(objects)["env"]}
-    assert env["AIMD_IMAGE"] == "registry.example/fetch:3"
+    assert config(objects)["AIMD_IMAGE"] == "registry.example/fetch:3"
+
+
+def test_what_the_admin_allows_reaches_the_controller_and_the_admission_policy(
+    helm: Path,
+) -> None:
+    objects = template(
+        helm,
+        **{
+            "config.allowedDownloadImages[0]": "registry.example/fetch:3",
+            "config.allowedEndpoints[0]": "http://minio.storage.svc:9000",
+            "config.requireSecretConsent": "true",
+        },
+    )
+    assert config(objects) == {
+        "AIMD_IMAGE": "aimd:0.1.0",
+        "AIMD_ALLOWED_DOWNLOAD_IMAGES": "registry.example/fetch:3",
+        "AIMD_ALLOWED_ENDPOINTS": "http://minio.storage.svc:9000",
+        "AIMD_REQUIRE_SECRET_CONSENT": "true",
+    }
+    assert manager(objects)["envFrom"] == [{"configMapRef": {"name": "aimd-config"}}]
+    param = find(objects, "ValidatingAdmissionPolicyBinding")["spec"]["paramRef"]
+    assert (param["name"], param["namespace"]) == ("aimd-config", "aimd-system")
+    pod = find(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert (
+        pod["checksum/config"]
+        != find(template(helm), "Deployment")["spec"]["template"]["metadata"]["annotations"][
+            "checksum/config"
+        ]
+    ), "a new configuration rolls the pods"
+    result = helm_run(
+        helm, "template", "aimd", str(CHART), "--set=config.allowedEndpoints[0]=minio:9000"
+    )
+    assert result.returncode != 0
+    assert "/config/allowedEndpoints/0" in result.stderr
+    off = template(helm, **{"admissionPolicy.enabled": "false"})
+    assert not {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} & {
+        obj["kind"] for obj in off
+    }
+
+
+def test_metrics_are_secure_and_readers_are_bound(helm: Path) -> None:
+    subject = {"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}
+    objects = template(
+        helm,
+        **{f"metrics.reader.subjects[0].{key}": value for key, value in subject.items()},
+        **{"metrics.serviceMonitor.enabled": "true", "metrics.certSecret": "aimd-metrics-tls"},
+    )
+    assert find(objects, "ClusterRoleBinding", "aimd-metrics-reader")["subjects"] == [subject]
+    assert "--metrics-cert-path=/tmp/k8s-metrics-server/metrics-certs" in manager(objects)["args"]
+    volumes = find(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "metrics-certs", "secret": {"secretName": "aimd-metrics-tls"}} in volumes
+    (endpoint,) = find(objects, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    plain = template(helm, **{"metrics.secure": "false", "metrics.port": "8080"})
+    assert "--metrics-secure=false" in manager(plain)["args"]
+    assert "ClusterRole" not in {
+        obj["kind"] for obj in plain if obj["metadata"]["name"] == "aimd-metrics-auth"
+    }
+
+
+def test_namespaced_binds_the_rules_in_each_namespace_and_confines_downloads_there(
+    helm: Path,
+) -> None:
+    objects = template(helm, **NAMESPACED, **{"networkPolicy.enabled": "true"})
+    assert config(objects)["AIMD_NAMESPACES"] == "team-a,team-b"
+    assert {b["metadata"]["name"] for b in objects if b["kind"] == "ClusterRoleBinding"} == {
+        "aimd-manager-cluster",
+        "aimd-metrics-auth",
+    }
+    downloads = [
+        obj
+        for obj in objects
+        if obj["kind"] == "NetworkPolicy" and obj["metadata"]["name"] == "aimd-downloads"
+    ]
+    assert sorted(obj["metadata"]["namespace"] for obj in downloads) == ["team-a", "team-b"]
 
 
 def test_more_than_one_replica_needs_leader_election(helm: Path) -> None:
@@ -180,7 +285,9 @@ def test_more_than_one_replica_needs_leader_election(helm: Path) -> None:
 
 
 def test_metrics_can_be_switched_off(helm: Path) -> None:
-    objects = template(helm, **{**EVERYTHING_ON, "metrics.enabled": "false"})
+    objects = template(
+        helm, **{**EVERYTHING_ON, "networkPolicy.enabled": "false", "metrics.enabled": "false"}
+    )
     assert not {"Service", "ServiceMonitor"} & {obj["kind"] for obj in objects}
     assert "--metrics-bind-address=0" in manager(objects)["args"]
     assert [port["name"] for port in manager(objects)["ports"]] == ["health"]
@@ -217,7 +324,8 @@ def test_an_existing_service_account_must_be_named(helm: Path) -> None:
     objects = template(helm, **{"serviceAccount.create": "false", "serviceAccount.name": "ops"})
     assert "ServiceAccount" not in {obj["kind"] for obj in objects}
     assert find(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
-    assert find(objects, "ClusterRoleBinding")["subjects"][0]["name"] == "ops"
+    for binding in (obj for obj in objects if obj["kind"] == "ClusterRoleBinding"):
+        assert binding["subjects"][0]["name"] == "ops"
 
 
 def test_runbook_links_follow_the_value(helm: Path) -> None:
@@ -236,7 +344,7 @@ def test_runbook_links_follow_the_value(helm: Path) -> None:
 
 
 def test_dashboards_ship_as_configmaps_for_grafana(helm: Path) -> None:
-    maps = [obj for obj in template(helm, **EVERYTHING_ON) if obj["kind"] == "ConfigMap"]
+    maps = [obj for obj in template(helm, **EVERYTHING_ON) if dashboard(obj)]
     shipped = {}
     for config_map in maps:
         assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -255,6 +363,8 @@ async def test_the_api_server_accepts_everything_the_chart_renders(
     control_plane.install_crd(monitoring_crd("servicemonitors", "ServiceMonitor"))
     control_plane.install_crd(monitoring_crd("prometheusrules", "PrometheusRule"))
     objects = template(helm, namespace, **EVERYTHING_ON, **{"nodeSelector.pool": "system"})
+    namespaced = template(helm, namespace, **{"namespaces[0]": namespace})
+    objects += [obj for obj in namespaced if obj["kind"] == "RoleBinding"]
     params = {"dryRun": "All", "fieldManager": "helm", "fieldValidation": "Strict", "force": "true"}
     for obj in objects:
         resource = CONFIG_MAPS if obj["kind"] == "ConfigMap" else resource_of(obj)

@@ -21,7 +21,13 @@ CHART = REPO / "charts" / "aimd"
 COPIES = {
     "crds": "manifests/crds",
     "files/rules.yaml": "manifests/prometheus/rules.yaml",
-    "files/cluster_role.yaml": "manifests/rbac/cluster_role.yaml",
+    "files/rbac/cluster_role.yaml": "manifests/rbac/cluster_role.yaml",
+    "files/rbac/cluster_role_cluster.yaml": "manifests/rbac/cluster_role_cluster.yaml",
+    "files/rbac/metrics_auth_role.yaml": "manifests/rbac/metrics_auth_role.yaml",
+    "files/rbac/metrics_reader_role.yaml": "manifests/rbac/metrics_reader_role.yaml",
+    "files/policy/validating_admission_policy.yaml": (
+        "manifests/policy/validating_admission_policy.yaml"
+    ),
     "files/dashboards": "dashboards",
 }
 
@@ -56,6 +62,8 @@ def test_chart_metadata() -> None:
     assert meta["name"] == "aimd"
     assert meta["type"] == "application"
     assert meta["appVersion"] == meta["version"]
+    assert meta["kubeVersion"] == ">=1.30.0-0", "ValidatingAdmissionPolicy v1"
+    assert (CHART / "README.md").exists()
 
 
 def test_defaults_install_what_manifests_install() -> None:
@@ -70,8 +78,21 @@ def test_defaults_install_what_manifests_install() -> None:
     assert defaults["securityContext"] == container["securityContext"]
     assert defaults["resources"] == container["resources"]
     assert defaults["leaderElection"] == {"enabled": True, "id": "aimd-leader"}
-    assert defaults["metrics"]["port"] == 8080
+    assert defaults["metrics"]["port"] == 8443
+    assert defaults["metrics"]["secure"] is True
     assert defaults["health"]["port"] == 8081
+    config = one(objects, "ConfigMap")["data"]
+    assert ",".join(defaults["config"]["allowedEndpoints"]) == config["AIMD_ALLOWED_ENDPOINTS"]
+    assert (
+        ",".join(defaults["config"]["allowedDownloadImages"])
+        == (config["AIMD_ALLOWED_DOWNLOAD_IMAGES"])
+    )
+    assert (
+        str(defaults["config"]["requireSecretConsent"]).lower()
+        == (config["AIMD_REQUIRE_SECRET_CONSENT"])
+    )
+    assert defaults["namespaces"] == []
+    assert defaults["admissionPolicy"] == {"enabled": True}
 
 
 def test_conventional_values_are_there() -> None:
