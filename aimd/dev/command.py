@@ -150,6 +150,7 @@ async def dev(args: argparse.Namespace, plane: ControlPlane) -> int:
         settings = Settings(
             kubeconfig=str(plane.kubeconfig),
             metrics_bind_address=f"127.0.0.1:{args.metrics_port}",
+            metrics_secure=False,  # a local demo: plain HTTP on loopback
             health_probe_bind_address=f"127.0.0.1:{free_port()}",
             image="aimd",
         )

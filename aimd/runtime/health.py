@@ -12,6 +12,7 @@ Both answer with a line per check (``?verbose`` is implied), as kube-apiserver's
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -95,11 +96,14 @@ def metrics_app() -> web.Application:
     return app
 
 
-async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Starts ``app`` on ``host:port`` (port 0: any free port, see :func:`bound_port`)."""
+async def serve(
+    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> web.AppRunner:
+    """Starts ``app`` on ``host:port`` (port 0: any free port, see :func:`bound_port`), over
+    TLS when given an ``ssl_context``."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
     return runner
 

@@ -33,8 +33,9 @@ from aimd.kube.lease import LeaderElector, LeadershipLost
 from aimd.kube.resources import Resource
 from aimd.runtime.controller import Controller, Reconcile
 from aimd.runtime.events import EventRecorder
-from aimd.runtime.health import Checks, bound_port, health_app, metrics_app, serve
+from aimd.runtime.health import Checks, bound_port, health_app, serve
 from aimd.runtime.informer import Informer, Transform
+from aimd.runtime.metrics_auth import metrics_server
 from aimd.settings import Settings, parse_bind_address
 
 log = logging.getLogger(__name__)
@@ -226,7 +227,8 @@ class Manager:
         runners = []
         metrics = parse_bind_address(self.settings.metrics_bind_address)
         if metrics is not None:
-            runner = await serve(metrics_app(), *metrics)
+            app, tls = metrics_server(self.client, self.settings)
+            runner = await serve(app, *metrics, ssl_context=tls)
             self.metrics_port = bound_port(runner)
             runners.append(runner)
         health = parse_bind_address(self.settings.health_probe_bind_address)

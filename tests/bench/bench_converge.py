@@ -197,6 +197,7 @@ async def run_aimd(
             "run",
             f"--kubeconfig={plane.kubeconfig}",
             f"--metrics-bind-address=127.0.0.1:{port}",
+            "--metrics-secure=false",
             "--health-probe-bind-address=0",
             "--image=example.com/aimd:bench",
             "--log-level=warning",

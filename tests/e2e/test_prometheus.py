@@ -2,7 +2,8 @@
 
 Every query of every dashboard panel must return data at some point of the scenario (no panel
 silently empty), every metric an alert rule reads must exist, and the alert for repeatedly
-failing downloads must fire, with the shipped rules file loaded unchanged.
+failing downloads must fire, with the shipped rules file loaded unchanged. Prometheus scrapes as
+deployed: HTTPS, with a ServiceAccount token bound to the shipped aimd-metrics-reader role.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,9 @@ from aimd.dev.controlplane import ControlPlane, free_port
 from aimd.dev.kubelet import LocalKubelet
 from aimd.dev.localhub import serve_hub
 from aimd.kube.client import KubeClient
-from aimd.settings import Settings
+from aimd.kube.resources import SERVICE_ACCOUNTS
+from aimd.settings import DEFAULT_ALLOWED_ENDPOINTS, Settings
+from tests.integration.test_security_metrics import reader_bound_to
 from tests.support import REPO, eventually
 
 PROMETHEUS = shutil.which("prometheus")
@@ -64,12 +67,14 @@ async def panel_queries(
             label = match["label"]
             wanted = namespace if "aim_" in match["selector"] else TARGET_LABELS.get(label, "aimd")
 
-            async def offered(selector: str = match["selector"], label: str = label) -> set[str]:
+            async def offers(
+                selector: str = match["selector"], label: str = label, wanted: str = wanted
+            ) -> bool:
                 result = await query(http, prom, f"group by ({label}) ({selector})")
-                return {series["metric"].get(label) for series in result}
+                return wanted in {series["metric"].get(label) for series in result}
 
             await eventually(
-                lambda wanted=wanted: contains(offered(), wanted),
+                offers,
                 timeout=120,
                 what=f"{path.stem}: ${variable['name']} to offer {wanted}",
             )
@@ -82,10 +87,6 @@ async def panel_queries(
                 title = f"{path.stem}/{panel.get('title')}/{panel.get('id')}/{number}"
                 queries.append((title, fill(target["expr"], chosen)))
     return queries
-
-
-async def contains(values: Awaitable[set[str]], wanted: str) -> bool:
-    return wanted in await values
 
 
 def fill(expr: str, chosen: dict[str, str]) -> str:
@@ -101,9 +102,12 @@ def alert_metrics() -> set[str]:
 
 
 @contextlib.asynccontextmanager
-async def prometheus(workdir: Path, target: str) -> AsyncIterator[str]:
-    """Prometheus scraping `target` every second as job "aimd", evaluating the shipped rules."""
+async def prometheus(workdir: Path, target: str, token: str) -> AsyncIterator[str]:
+    """Prometheus scraping `target` every second as job "aimd", evaluating the shipped rules;
+    over HTTPS with `token`, as the shipped ServiceMonitor does (aimd's certificate is
+    self-signed, hence no verification)."""
     workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "token").write_text(token)
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(RULES)],
@@ -111,6 +115,9 @@ async def prometheus(workdir: Path, target: str) -> AsyncIterator[str]:
             {
                 "job_name": "aimd",
                 "honor_labels": True,
+                "scheme": "https",
+                "authorization": {"credentials_file": str(workdir / "token")},
+                "tls_config": {"insecure_skip_verify": True},
                 "static_configs": [{"targets": [target], "labels": TARGET_LABELS}],
             }
         ],
@@ -127,8 +134,25 @@ async def prometheus(workdir: Path, target: str) -> AsyncIterator[str]:
             stdout=log,
             stderr=asyncio.subprocess.STDOUT,
         )
+        base = f"http://127.0.0.1:{port}"
+
+        async def ready() -> bool:
+            if process.returncode is not None:
+                tail = (workdir / "prometheus.log").read_text(errors="replace")[-2000:]
+                raise AssertionError(f"prometheus exited with {process.returncode}:\n{tail}")
+            try:
+                async with (
+                    aiohttp.ClientSession() as http,
+                    http.get(f"{base}/-/ready") as response,
+                ):
+                    return response.status == 200
+            except aiohttp.ClientError:
+                return False
+
         try:
-            yield f"http://127.0.0.1:{port}"
+            # Queried before it listens, it refuses connections: wait for its readiness.
+            await eventually(ready, timeout=60, what="prometheus to be ready")
+            yield base
         finally:
             process.terminate()
             await process.wait()
@@ -161,19 +185,22 @@ async def test_dashboards_and_alerts_see_a_running_aimd(
     kube: KubeClient, namespace: str, control_plane: ControlPlane, tmp_path: Path
 ) -> None:
     metrics_port = free_port()
-    settings = Settings(
-        kubeconfig=str(control_plane.kubeconfig),
-        metrics_bind_address=f"127.0.0.1:{metrics_port}",
-        health_probe_bind_address=f"127.0.0.1:{free_port()}",
-        leader_elect=True,  # as deployed: the Leader panel and the no-leader alert need it
-        leader_election_namespace=namespace,
-    )
+    token = await scraper_token(kube, namespace, "prometheus")
     async with (
         serve_hub() as hub,
         serve_hub() as slow_hub,
-        prometheus(tmp_path / "prometheus", f"127.0.0.1:{metrics_port}") as prom,
+        reader_bound_to(kube, namespace, "prometheus"),
+        prometheus(tmp_path / "prometheus", f"127.0.0.1:{metrics_port}", token) as prom,
         aiohttp.ClientSession() as http,
     ):
+        settings = Settings(
+            kubeconfig=str(control_plane.kubeconfig),
+            metrics_bind_address=f"127.0.0.1:{metrics_port}",
+            health_probe_bind_address=f"127.0.0.1:{free_port()}",
+            leader_elect=True,  # as deployed: the Leader panel and the no-leader alert need it
+            leader_election_namespace=namespace,
+            allowed_endpoints=(*DEFAULT_ALLOWED_ENDPOINTS, slow_hub.url),
+        )
         hub.add_model("org/shared", size_mib=1)
         slow_hub.add_model("org/slow", size_mib=4)
         slow_hub.piece_delay = 0.5  # about 30 s: long enough to be seen in flight
@@ -207,6 +234,22 @@ async def test_dashboards_and_alerts_see_a_running_aimd(
             finally:
                 controller.cancel()
                 node.cancel()
+
+
+async def scraper_token(kube: KubeClient, namespace: str, account: str) -> str:
+    """A token of a ServiceAccount made for Prometheus, as its pod would mount."""
+    await kube.create(SERVICE_ACCOUNTS, {"metadata": {"name": account}}, namespace)
+    issued = await kube.request(
+        "POST",
+        SERVICE_ACCOUNTS.path(namespace, account, "token"),
+        body={
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 3600},
+        },
+    )
+    token: str = issued["status"]["token"]
+    return token
 
 
 async def scenario(kube: KubeClient, namespace: str, slow_hub: str) -> None:

@@ -49,6 +49,7 @@ class WatchedClient(KubeClient):
 def settings(namespace: str, identity: str = "solo", **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "metrics_bind_address": "127.0.0.1:0",
+        "metrics_secure": False,
         "health_probe_bind_address": "127.0.0.1:0",
         "leader_election_namespace": namespace,
         "leader_election_identity": identity,
