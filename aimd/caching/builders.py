@@ -11,7 +11,7 @@ import copy
 from typing import Any
 
 from aimd.api import kinds
-from aimd.caching import names
+from aimd.caching import credentials, names
 from aimd.caching.quantity import pvc_size
 from aimd.caching.templates import owner_reference
 
@@ -113,7 +113,7 @@ def service_account(mc: Object) -> Object:
 
 
 def role(mc: Object) -> Object:
-    """May read and patch this one cache's status, and nothing else."""
+    """May patch this one cache's status, and nothing else (the downloader never reads it)."""
     name = names.downloader_name(mc["metadata"]["name"])
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -124,7 +124,7 @@ def role(mc: Object) -> Object:
                 "apiGroups": [kinds.GROUP],
                 "resources": [f"{kinds.MODEL_CACHES.plural}/status"],
                 "resourceNames": [mc["metadata"]["name"]],
-                "verbs": ["get", "patch"],
+                "verbs": ["patch"],
             }
         ],
     }
@@ -143,12 +143,14 @@ def role_binding(mc: Object) -> Object:
     }
 
 
-def _job(mc: Object, name: str, args: list[str], image: str, claim: str | None) -> Object:
+def _job(
+    mc: Object, name: str, args: list[str], image: str, claim: str | None, consent: bool
+) -> Object:
     spec = mc.get("spec") or {}
     env = [
         {"name": "AIMD_MODEL_CACHE_NAME", "value": mc["metadata"]["name"]},
         {"name": "AIMD_MODEL_CACHE_NAMESPACE", "value": mc["metadata"]["namespace"]},
-        *copy.deepcopy(spec.get("env") or []),
+        *credentials.job_env(list(spec.get("env") or ()), consent),
     ]
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[Object] = [{"name": "tmp", "emptyDir": {}}]
@@ -196,13 +198,16 @@ def _job(mc: Object, name: str, args: list[str], image: str, claim: str | None) 
     }
 
 
-def download_job(mc: Object, name: str, claim: str, image: str) -> Object:
+def download_job(
+    mc: Object, name: str, claim: str, image: str, *, require_secret_consent: bool = False
+) -> Object:
+    """``require_secret_consent``: no Secret mounted, see :mod:`aimd.caching.credentials`."""
     args = ["download", mc["spec"]["sourceUri"], "--target", MODEL_MOUNT]
-    return _job(mc, name, args, image, claim)
+    return _job(mc, name, args, image, claim, require_secret_consent)
 
 
-def probe_job(mc: Object, name: str, image: str) -> Object:
-    return _job(mc, name, ["probe", mc["spec"]["sourceUri"]], image, None)
+def probe_job(mc: Object, name: str, image: str, *, require_secret_consent: bool = False) -> Object:
+    return _job(mc, name, ["probe", mc["spec"]["sourceUri"]], image, None, require_secret_consent)
 
 
 def _workload_meta(svc: Object, labels: dict[str, str]) -> Object:

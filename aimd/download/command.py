@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from aimd.download import credentials
 from aimd.download.plan import Plan
 from aimd.download.reasons import DownloadFailed, Reason
 from aimd.download.report import (
@@ -169,6 +170,7 @@ async def download(args: argparse.Namespace) -> int:
     started = time.monotonic()
     transfer: Transfer | None = None
     try:
+        await credentials.export(args.kubeconfig)
         plan = await resolve_patiently(args.uri, settings.max_retry_after)
         log.info(
             "%s: %d files, %d bytes, revision %s",

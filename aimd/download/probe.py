@@ -11,6 +11,7 @@ import argparse
 import asyncio
 from typing import Any
 
+from aimd.download import credentials
 from aimd.download.command import (
     add_common_flags,
     resolve_patiently,
@@ -37,6 +38,7 @@ async def probe(args: argparse.Namespace) -> int:
     reporter = StatusReporter.from_env(args.kubeconfig)
     try:
         try:
+            await credentials.export(args.kubeconfig)
             plan = await resolve_patiently(args.uri, PATIENCE, digests=False)
         except DownloadFailed:
             raise

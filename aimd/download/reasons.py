@@ -21,6 +21,9 @@ class Reason(enum.StrEnum):
     NETWORK_ERROR = "NetworkError"
     INVALID_SOURCE = "InvalidSource"
     INTERNAL_ERROR = "InternalError"
+    # Secrets by consent (aimd/download/credentials.py): named by the cache, not granted to it.
+    SECRET_NOT_ALLOWED = "SecretNotAllowed"
+    SECRET_NOT_FOUND = "SecretNotFound"
 
 
 EXIT_CODES: dict[Reason, int] = {
@@ -34,6 +37,8 @@ EXIT_CODES: dict[Reason, int] = {
     Reason.STALLED: 15,
     Reason.NETWORK_ERROR: 16,
     Reason.INVALID_SOURCE: 17,
+    Reason.SECRET_NOT_ALLOWED: 18,
+    Reason.SECRET_NOT_FOUND: 19,
 }
 
 REASON_BY_EXIT_CODE: dict[int, Reason] = {code: reason for reason, code in EXIT_CODES.items()}

@@ -77,7 +77,7 @@ def test_a_new_cache_gets_its_downloader_rights_and_volume_first() -> None:
             "apiGroups": ["aim.eai.amd.com"],
             "resources": ["aimmodelcaches/status"],
             "resourceNames": ["mc"],
-            "verbs": ["get", "patch"],
+            "verbs": ["patch"],
         }
     ]
     assert all(b["metadata"]["ownerReferences"][0]["uid"] == "mc-uid" for _, b in plan.creates)
