@@ -30,7 +30,7 @@ ARTIFACTS = Path(__file__).parent / ".artifacts"
 @pytest.fixture(scope="session")
 def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
     workdir = Path(tempfile.mkdtemp(prefix="aimd-testenv-"))
-    plane = ControlPlane(binaries=build_binaries(), workdir=workdir)
+    plane = ControlPlane(binaries=build_binaries(), workdir=workdir, strict_rbac=True)
     plane.start(crds=all_crds())
     try:
         yield plane

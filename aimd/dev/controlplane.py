@@ -39,6 +39,14 @@ ADMIN_USER = "aimd-test-admin"
 # The controller manager runs its controllers with its own credentials, and the garbage collector
 # must watch every resource type, so it gets cluster-admin rather than the narrower default role.
 KCM_USER = "system:kube-controller-manager"
+# strict_rbac: every service account's request in the audit log (metadata only), for tests that
+# compare what a component did with the rights it ships with.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata", "userGroups": ["system:serviceaccounts"]}, {"level": "None"}],
+}
 
 
 class ControlPlaneError(RuntimeError):
@@ -107,6 +115,9 @@ class ControlPlane:
     etcd_peer_port: int = field(default_factory=free_port)
     apiserver_port: int = field(default_factory=free_port)
     kcm_port: int = field(default_factory=free_port)
+    # As production clusters check RBAC: owner references need the owner's finalizers
+    # (OwnerReferencesPermissionEnforcement), and service accounts' requests are audited.
+    strict_rbac: bool = False
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: dict[str, IO[bytes]] = field(default_factory=dict)
 
@@ -130,6 +141,11 @@ class ControlPlane:
     @property
     def log_dir(self) -> Path:
         return self.workdir / "logs"
+
+    @property
+    def audit_log(self) -> Path:
+        """JSON lines, one per service account request (with ``strict_rbac``)."""
+        return self.log_dir / "audit.log"
 
     def start(self, crds: Iterable[dict[str, Any]] = ()) -> None:
         """etcd, then kube-apiserver, then the CRDs (Established), then kube-controller-manager.
@@ -239,9 +255,22 @@ class ControlPlane:
                 "--disable-admission-plugins=ServiceAccount",
                 "--enable-priority-and-fairness=false",
                 "--v=1",
+                *self._strict_rbac_flags(),
             ],
         )
         self._wait("kube-apiserver", lambda: self._api_ok("/readyz"))
+
+    def _strict_rbac_flags(self) -> list[str]:
+        if not self.strict_rbac:
+            return []
+        policy = self.workdir / "audit-policy.json"
+        policy.write_text(json.dumps(AUDIT_POLICY))
+        return [
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+        ]
 
     def _start_controller_manager(self) -> None:
         self._spawn(

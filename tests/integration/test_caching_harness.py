@@ -2,7 +2,9 @@
 a kubelet stand-in that finishes Jobs and binds PVCs by patching their status, and small readers.
 
 No mock of the API: every object lives in the real API server, and the garbage collector of the
-test control plane does the collecting.
+test control plane does the collecting. The controller runs as its own ServiceAccount bound to
+the roles manifests/rbac/ ships (tests/integration/controller_identity.py), so a right it lacks
+fails the test.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from aimd.kube.errors import ApiError, NotFound
 from aimd.kube.resources import JOBS, PERSISTENT_VOLUME_CLAIMS
 from aimd.runtime import Manager
 from aimd.settings import Settings
+from tests.integration.controller_identity import controller_kubeconfig
 
 Object = dict[str, Any]
 IMAGE = "example.com/aimd:test"
@@ -46,21 +49,27 @@ class Running:
                 await self.task
 
 
-def start_controller(kubeconfig: str, policy: RetryPolicy = FAST_RETRIES) -> Running:
-    settings = Settings(
-        kubeconfig=kubeconfig,
-        metrics_bind_address="0",
-        health_probe_bind_address="0",
-        shutdown_grace=5.0,
-    )
+def start_controller(
+    kubeconfig: str, policy: RetryPolicy = FAST_RETRIES, **settings: Any
+) -> Running:
+    """aimd on the API server of the admin ``kubeconfig``, as aimd's own ServiceAccount;
+    ``settings`` override the Settings fields."""
     holder: Running
 
     def started(manager: Manager, caching: Caching) -> None:
         holder.manager, holder.caching = manager, caching
 
-    task = asyncio.create_task(
-        run(settings, IMAGE, policy=policy, handle_signals=False, started=started)
-    )
+    async def as_controller() -> int:
+        configured = Settings(
+            kubeconfig=await controller_kubeconfig(kubeconfig),
+            metrics_bind_address="0",
+            health_probe_bind_address="0",
+            shutdown_grace=5.0,
+            **settings,
+        )
+        return await run(configured, IMAGE, policy=policy, handle_signals=False, started=started)
+
+    task = asyncio.create_task(as_controller())
     holder = Running(task)
     return holder
 
