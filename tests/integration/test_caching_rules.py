@@ -399,8 +399,10 @@ async def test_a_lost_volume_is_downloaded_again_onto_a_volume_of_another_name(
     async def downloading_again() -> Object | None:
         found = await _mc_with(kube, namespace, "Progressing")
         fresh = found and found["status"].get("persistentVolumeClaim")
-        ok = fresh and fresh != claim and await get_or_none(
-            kube, PERSISTENT_VOLUME_CLAIMS, fresh, namespace
+        ok = (
+            fresh
+            and fresh != claim
+            and await get_or_none(kube, PERSISTENT_VOLUME_CLAIMS, fresh, namespace)
         )
         return found if ok else None
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aimd.caching import builders, names
 from aimd.api.meta import rfc3339 as timestamp
+from aimd.caching import builders, names
 from aimd.caching.model_cache import Observed, RetryPolicy, decide
+from aimd.caching.rules import worst
 from aimd.caching.service import desired_status as service_status
 from aimd.caching.service import mounts_of, reusable_template_cache
 from aimd.caching.template_cache import desired_status as template_cache_status
-from aimd.caching.rules import worst
 from aimd.caching.templates import Resolved, problems
 from aimd.caching.writes import status_patch
 
