@@ -19,19 +19,20 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aimd.api import kinds
+from aimd.api.meta import label_value, owner_reference
+from aimd.api.types import Object, ObjectLike
 from aimd.caching import names
-
-Object = dict[str, Any]
 
 CONSENT_ROLE = "aimd-download-credentials"
 # Read by aimd/download/credentials.py (the same name there; a test keeps them equal).
 ENV_SECRET_REFS = "AIMD_SECRET_ENV"
 
 
-def secret_refs(env: list[Object]) -> list[Object]:
+def secret_refs(env: Sequence[Mapping[str, Any]]) -> list[Object]:
     """The Secret references of ``env``, as the downloader reads them from ``AIMD_SECRET_ENV``."""
     refs = []
     for var in env:
@@ -45,13 +46,13 @@ def secret_refs(env: list[Object]) -> list[Object]:
     return refs
 
 
-def job_env(env: list[Object], require_consent: bool) -> list[Object]:
+def job_env(env: Sequence[Mapping[str, Any]], require_consent: bool) -> list[Object]:
     """A model cache's ``spec.env`` as its Job gets it: unchanged, or, with consent required,
     without any ``secretKeyRef`` and with their references in ``AIMD_SECRET_ENV``."""
     if not require_consent:
-        return copy.deepcopy(env)
+        return [copy.deepcopy(dict(var)) for var in env]
     kept = [
-        copy.deepcopy(var)
+        copy.deepcopy(dict(var))
         for var in env
         if "secretKeyRef" not in (var.get("valueFrom") or {}) and var.get("name") != ENV_SECRET_REFS
     ]
@@ -61,7 +62,7 @@ def job_env(env: list[Object], require_consent: bool) -> list[Object]:
     return kept
 
 
-def consent_role_binding(mc: Object, require_consent: bool) -> Object | None:
+def consent_role_binding(mc: ObjectLike, require_consent: bool) -> Object | None:
     """The RoleBinding that lets this cache's downloader read the Secrets its namespace consents
     to; None when there is nothing to bind (consent not required, or no Secret referenced)."""
     if not require_consent or not secret_refs(list((mc.get("spec") or {}).get("env") or ())):
@@ -73,16 +74,9 @@ def consent_role_binding(mc: Object, require_consent: bool) -> Object | None:
         "metadata": {
             "name": names.child_name(meta["name"], "credentials"),
             "namespace": meta["namespace"],
-            "labels": {kinds.LABEL_MODEL_CACHE: meta["name"]},
+            "labels": {kinds.LABEL_MODEL_CACHE: label_value(meta["name"])},
             "ownerReferences": [
-                {
-                    "apiVersion": kinds.API_VERSION,
-                    "kind": kinds.MODEL_CACHES.kind,
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
+                owner_reference(mc, kinds.MODEL_CACHES.kind, kinds.API_VERSION, controller=True)
             ],
         },
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": CONSENT_ROLE},

@@ -27,6 +27,7 @@ import pytest
 from aiohttp import web
 
 from aimd.api import kinds
+from aimd.api.types import ModelCache, view
 from aimd.caching import builders, names
 from aimd.caching import credentials as consent
 from aimd.dev.controlplane import ControlPlane
@@ -329,10 +330,12 @@ async def run_download_as_aimd_builds_it(
     aimd's own ServiceAccount: the downloader's ServiceAccount, Role and RoleBindings, a PVC and
     the download Job from the builders; then the local kubelet runs the Job. Returns the Job as
     created and the cache's status after the attempt."""
-    mc = await kube.create(kinds.MODEL_CACHES, model_cache(env), namespace)
+    mc = view(await kube.create(kinds.MODEL_CACHES, model_cache(env), namespace), ModelCache)
     binding = consent.consent_role_binding(mc, require_consent=True)
     assert binding is not None
-    claim = builders.persistent_volume_claim(mc, 1 << 30)
+    claim = builders.persistent_volume_claim(
+        mc, names.pvc_name(mc["metadata"]["name"], mc["metadata"]["uid"]), 1 << 30
+    )
     async with await KubeClient.from_kubeconfig(
         await controller_kubeconfig(str(control_plane.kubeconfig))
     ) as aimd:

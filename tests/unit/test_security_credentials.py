@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from aimd.api.types import ModelCache, view
 from aimd.caching import builders
 from aimd.caching import credentials as controller_side
 from aimd.download import credentials as download_side
@@ -17,13 +18,16 @@ SECRET = {"secretKeyRef": {"name": "hf-token", "key": "token"}}
 Object = dict[str, Any]
 
 
-def mc(env: list[Object]) -> Object:
-    return {
-        "apiVersion": "aim.eai.amd.com/v1alpha1",
-        "kind": "AIMModelCache",
-        "metadata": {"name": "mc", "namespace": "team", "uid": "mc-uid"},
-        "spec": {"sourceUri": "hf://org/model", "env": env},
-    }
+def mc(env: list[Object]) -> ModelCache:
+    return view(
+        {
+            "apiVersion": "aim.eai.amd.com/v1alpha1",
+            "kind": "AIMModelCache",
+            "metadata": {"name": "mc", "namespace": "team", "uid": "mc-uid"},
+            "spec": {"sourceUri": "hf://org/model", "env": env},
+        },
+        ModelCache,
+    )
 
 
 ENV: list[Object] = [
