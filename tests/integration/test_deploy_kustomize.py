@@ -4,8 +4,11 @@ nothing more, installed for the whole cluster and confined to named namespaces.
 
 The Prometheus Operator's CRDs are not part of the test control plane, so minimal ones (any
 spec accepted) are installed for the ServiceMonitor and the PrometheusRule. The test cluster is
-shared: every cluster-scoped object and aimd's namespace get names of their own here, and the
-admission policy's binding is removed with the rest at the end of the module.
+shared: every cluster-scoped object and aimd's namespace get names of their own here. The
+admission policy and its binding are applied as a server-side dry run only: a binding judging
+every namespace would judge every other test's caches, and removing a ConfigMap-parameterised
+policy again can break parameters for every other one (kubernetes/kubernetes#130887); the policy
+itself is tested in test_security_admission.py.
 """
 
 from __future__ import annotations
@@ -119,6 +122,21 @@ def resource_of(obj: dict[str, Any]) -> Resource:
     return RESOURCES[(obj["apiVersion"], obj["kind"])]
 
 
+ADMISSION_KINDS = {ADMISSION_POLICIES.kind, ADMISSION_POLICY_BINDINGS.kind}
+
+
+async def dry_run_apply(kube: KubeClient, obj: dict[str, Any]) -> None:
+    params = {"dryRun": "All", "fieldManager": FIELD_MANAGER, "fieldValidation": "Strict",
+              "force": "true"}  # fmt: skip
+    await kube.request(
+        "PATCH",
+        resource_of(obj).path(obj["metadata"].get("namespace"), obj["metadata"]["name"]),
+        params=params,
+        body=obj,
+        content_type="application/apply-patch+yaml",
+    )
+
+
 async def apply(kube: KubeClient, obj: dict[str, Any]) -> dict[str, Any]:
     resource = resource_of(obj)
     return await kube.patch(
@@ -160,6 +178,10 @@ async def install(
     for placeholder, team in zip(("team-a", "team-b"), teams, strict=False):
         text = text.replace(f'"{placeholder}"', f'"{team}"')
     renamed = sorted(json.loads(text), key=lambda obj: APPLY_ORDER.index(resource_of(obj)))
+    for obj in renamed:
+        if obj["kind"] in ADMISSION_KINDS:
+            await dry_run_apply(kube, obj)
+    renamed = [obj for obj in renamed if obj["kind"] not in ADMISSION_KINDS]
     for obj in renamed:
         await apply(kube, obj)
     try:
@@ -261,6 +283,7 @@ CREATED = (
     (RBAC, "roles"),
     (RBAC, "rolebindings"),
 )
+DELETED = (("batch", "jobs"),)
 PATCHED = (("apps", "deployments"), ("", "services"))
 CONSENT_ROLE = "aimd-download-credentials"
 
@@ -294,6 +317,7 @@ def namespaced_rules(*wheres: str) -> list[Case]:
                                                               *wheres)],
         *[case for group, plural in PATCHED
           for case in cases("list watch create patch", group, plural, *wheres)],
+        *[case for group, plural in DELETED for case in cases("delete", group, plural, *wheres)],
         *cases("get list watch", "", "pods", *wheres),
         *cases("create patch", "events.k8s.io", "events", *wheres),
         *cases("bind", RBAC, "roles", *wheres, name=CONSENT_ROLE),
@@ -330,7 +354,7 @@ DENIED = [
     *cases("update deletecollection", AIM, "aimmodelcaches", "app"),
     *cases("update", AIM, "aimtemplatecaches/finalizers", "app"),
     *cases("patch delete deletecollection", "", "persistentvolumeclaims", "app"),
-    *cases("patch delete", "batch", "jobs", "app"),
+    *cases("patch deletecollection", "batch", "jobs", "app"),
     *cases("patch delete", "", "serviceaccounts", "app"),
     *cases("patch delete", RBAC, ("roles", "rolebindings"), "app"),
     *cases("update delete", "apps", "deployments", "app"),

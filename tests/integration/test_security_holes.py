@@ -194,10 +194,8 @@ async def test_alice_cannot_read_the_secret_herself(alice: KubeClient, namespace
 async def test_the_admission_policy_refuses_her_endpoint_and_her_image(
     kube: KubeClient, alice: KubeClient, namespace: str, unused_tcp_port: int
 ) -> None:
-    async with (
-        capture_server(unused_tcp_port) as capture,
-        installed_policy(kube, config_map_data(CONFIG)) as run,
-    ):
+    run = await installed_policy(kube, config_map_data(CONFIG))
+    async with capture_server(unused_tcp_port) as capture:
         await kube.patch(NAMESPACES, namespace, {"metadata": {"labels": {SELECTOR: run}}})
         await eventually(lambda: policy_active(kube, namespace), what="the policy here")
         with pytest.raises(Invalid, match=rf"spec\.env\[1\]\.value: {capture.url} is not"):
