@@ -105,7 +105,7 @@ def ready(obj: Object | None) -> Object:
     )
 
 
-# -- never delete what became Available -------------------------------------------------------------
+# -- never delete what became Available -----------------------------------------------------------
 
 
 async def test_a_template_cache_cleanup_on_a_stale_view_never_deletes_an_available_model_cache(
@@ -172,7 +172,7 @@ async def _gone(kube: KubeClient, resource: Resource, name: str, namespace: str)
     return await get_or_none(kube, resource, name, namespace) is None
 
 
-# -- nothing stuck without a word -------------------------------------------------------------------
+# -- nothing stuck without a word -----------------------------------------------------------------
 
 
 async def quota(kube: KubeClient, namespace: str, name: str, **hard: str) -> None:
@@ -352,7 +352,7 @@ async def test_an_available_cache_shows_full_progress_though_the_job_never_repor
     assert mc["status"]["displaySize"] == "1.0GiB"
 
 
-# -- inputs that today get through ------------------------------------------------------------------
+# -- inputs that today get through ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
