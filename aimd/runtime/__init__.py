@@ -50,8 +50,7 @@ Contracts:
   leads and every informer has synced; a write is refused (and every worker cancelled) once the
   lease may be lost, and ``run()`` raises :class:`~aimd.kube.lease.LeadershipLost`, so the
   process exits (code 3, see :mod:`.app`) and restarts as a standby.
-- ``controller.enqueue(key)``, ``controller.enqueue_after(key, seconds)``: callable any time,
-  from handlers or reconcilers, leader or not.
+- ``controller.enqueue(key)``: callable any time, from handlers or reconcilers, leader or not.
 - ``manager.client`` (the KubeClient: rate-limited, fenced by the lease), ``manager.is_leader``.
 - ``manager.events.normal(obj, reason, note)`` / ``.warning(...)``: a Kubernetes Event about
   ``obj``, written in the background (never blocks or raises; repeats fold into one Event's

@@ -113,10 +113,6 @@ class Controller(Generic[K]):
         """Reconcile ``key`` soon (once, however often it is enqueued before it runs)."""
         self.queue.add(key)
 
-    def enqueue_after(self, key: K, seconds: float) -> None:
-        """Reconcile ``key`` in ``seconds`` (the earliest of several pending delays wins)."""
-        self.queue.add_after(key, seconds)
-
     async def run(self) -> None:
         """Runs the workers until the queue shuts down (or this task is cancelled)."""
         log.info("controller %s: starting %d workers", self.name, self.workers)

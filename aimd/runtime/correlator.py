@@ -40,7 +40,6 @@ class Series:
     action: str
     note: str
     related: Object | None
-    first_seen: float
     last_seen: float
     first_observed: str  # wall-clock MicroTimes of the first and latest occurrence
     last_observed: str
@@ -175,7 +174,6 @@ class Correlator:
             action,
             COMBINED + note if combined else note,
             related,
-            first_seen=now,
             last_seen=now,
             first_observed=wall,
             last_observed=wall,

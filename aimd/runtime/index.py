@@ -80,9 +80,6 @@ class Index:
     def __len__(self) -> int:
         return len(self._objects)
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._objects
-
     def __iter__(self) -> Iterator[Object]:
         return iter(list(self._objects.values()))
 
