@@ -33,7 +33,7 @@ import logging
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -48,12 +48,13 @@ from aimd.runtime.metrics import EVENTS_DROPPED
 log = logging.getLogger(__name__)
 
 Object = dict[str, Any]
+ObjectLike = Mapping[str, Any]  # a full object or an ObjectReference, typed view or plain
 NOTE_LIMIT = 1024  # the API server refuses longer notes
 NAME_LIMIT = 253 - 17  # room for ".<16 hex digits>"
 WRITE_ERRORS = (ApiError, aiohttp.ClientError, TimeoutError, LeadershipLost)
 
 
-def reference(obj: Object) -> Object:
+def reference(obj: ObjectLike) -> Object:
     """An ObjectReference to ``obj`` (what an Event's ``regarding`` holds)."""
     metadata = obj.get("metadata") or {}
     ref = {
@@ -98,26 +99,28 @@ class EventRecorder:
         self._reported_at = clock()
         self._last_error: BaseException | None = None
 
-    def normal(self, regarding: Object, reason: str, note: str, *, action: str = "") -> None:
+    def normal(self, regarding: ObjectLike, reason: str, note: str, *, action: str = "") -> None:
         self.record(regarding, "Normal", reason, note, action=action)
 
-    def warning(self, regarding: Object, reason: str, note: str, *, action: str = "") -> None:
+    def warning(self, regarding: ObjectLike, reason: str, note: str, *, action: str = "") -> None:
         self.record(regarding, "Warning", reason, note, action=action)
 
     def record(
         self,
-        regarding: Object,
+        regarding: ObjectLike,
         event_type: str,
         reason: str,
         note: str,
         *,
         action: str = "",
-        related: Object | None = None,
+        related: ObjectLike | None = None,
     ) -> None:
         """Queues an Event about ``regarding`` (a full object or an ObjectReference); never
         blocks, never raises. ``action`` defaults to ``reason``."""
         ref = reference(regarding) if "metadata" in regarding else dict(regarding)
-        rel = reference(related) if related and "metadata" in related else related
+        rel: Object | None = None
+        if related:
+            rel = reference(related) if "metadata" in related else dict(related)
         now = self.clock()
         series = self.correlator.observe(
             ref,
