@@ -182,16 +182,16 @@ def leftovers(
     lines.append("To delete them:")
     if any(kind in (r.kind for r in CACHES) for kind, _ in counted):
         lines.append(
-            "  the caches: aimd uninstall --delete-caches [--keep-available] "
-            "(an AIMModelCache's PVC, and the model on it, goes with it)"
+            "  the caches, Available ones too or not: aimd uninstall --delete-caches "
+            "[--keep-available]"
         )
     if all_namespaced:
-        lines.append(f"  one kind at a time: kubectl delete {all_namespaced} --all {ns_flag}")
-    if crds:
         lines.append(
-            "  the CRDs, and every AIM object with them: aimd uninstall --delete-crds "
-            "(or kubectl delete crd ...)"
+            f"  the objects: kubectl delete {all_namespaced} --all {ns_flag} (an AIMModelCache "
+            "takes its PVC, and the model on it, with it)"
         )
+    if crds:
+        lines.append("  the CRDs, and every AIM object with them: aimd uninstall --delete-crds")
     return lines
 
 
@@ -207,9 +207,8 @@ class Uninstall:
     say: Say
     deleted: set[str] = field(default_factory=set)  # uids deleted (or, in a dry run, to be)
 
-    @property
-    def would(self) -> str:
-        return "would " if self.dry_run else ""
+    def did(self, verb: str, past: str) -> str:
+        return f"would {verb}" if self.dry_run else past
 
     async def stop_controller(self, namespace: str, name: str) -> None:
         """Scales the controller's Deployment to zero and waits until none of its pods is left:
@@ -323,9 +322,9 @@ class Uninstall:
                 }
                 await self.client.patch(resource, meta["name"], patch, meta["namespace"])
             going = " (it was being deleted: now it goes)" if meta.get("deletionTimestamp") else ""
+            removed = self.did("remove", "removed")
             self.say(
-                f"{SHORT_NAMES[resource.kind]} {where(obj)}: {self.would}remove finalizer "
-                f"{kinds.FINALIZER}{going}"
+                f"{SHORT_NAMES[resource.kind]} {where(obj)}: {removed} {kinds.FINALIZER}{going}"
             )
             return True
 
@@ -359,7 +358,7 @@ class Uninstall:
                     propagation_policy="Background",
                     preconditions={"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]},
                 )
-            self.say(f"{short} {where(obj)}: {self.would}delete")
+            self.say(f"{short} {where(obj)}: {self.did('delete', 'deleted')}")
             self.deleted.add(meta["uid"])
             return True
 
@@ -381,7 +380,7 @@ class Uninstall:
         of them first, which completes now that aimd's finalizer holds none."""
         names = await self.installed_crds()
         for name in names:
-            self.say(f"customresourcedefinition {name}: {self.would}delete")
+            self.say(f"customresourcedefinition {name}: {self.did('delete', 'deleted')}")
             if not self.dry_run:
                 try:
                     await self.client.delete(CUSTOM_RESOURCE_DEFINITIONS, name)

@@ -134,7 +134,7 @@ def test_what_is_left_is_counted_and_says_how_to_delete_it() -> None:
     assert "  2 AIMModelCaches, 1 Available (16.0GiB of models on PVCs)" in lines
     assert "AIMTemplateCache" not in text
     assert "aimd uninstall --delete-caches [--keep-available]" in text
-    assert "kubectl delete aimsvc,aimmc --all -A" in text
+    assert "kubectl delete aimsvc,aimmc --all -A (an AIMModelCache takes its PVC" in text
     assert "aimd uninstall --delete-crds" in text
 
 
