@@ -257,7 +257,7 @@ class Uninstall:
 
     async def held_leases(
         self, namespace: str | None, name: str, wait: float
-    ) -> tuple[list[str], bool]:
+    ) -> tuple[list[LeaseView], bool]:
         """The leases still held, having waited up to ``wait`` seconds for them to be released,
         and whether any Lease of that name exists. A quiet lease (holder named, renewals late)
         is watched for its duration first: unchanged, its holder is gone; renewed meanwhile, a
@@ -265,7 +265,8 @@ class Uninstall:
         deadline = time.monotonic() + wait
         quiet_since: dict[tuple[str, str], tuple[str, float]] = {}
         while True:
-            now, held, watching = datetime.now(UTC), [], False
+            now, watching = datetime.now(UTC), False
+            held: list[LeaseView] = []
             leases = await self._leases(namespace, name)
             for lease in leases:
                 state = lease.state(now)
@@ -285,7 +286,7 @@ class Uninstall:
                     elif time.monotonic() - since < lease.duration:
                         watching = True
                 if state is LeaseState.HELD:
-                    held.append(lease.describe(now))
+                    held.append(lease)
             if not watching and (not held or time.monotonic() >= deadline):
                 return held, bool(leases)
             await asyncio.sleep(POLL)
@@ -479,13 +480,17 @@ async def run(args: argparse.Namespace, say: Say = print) -> int:
         lease_namespace, lease_id = args.leader_election_namespace, args.leader_election_id
         held, found = await step.held_leases(lease_namespace, lease_id, wait)
         if held:
-            running = "; ".join(held)
+            now = datetime.now(UTC)
+            running = "; ".join(lease.describe(now) for lease in held)
+            lease_home = held[0].namespace
             advice = (
-                "Stop it first (kubectl scale deployment -n NAMESPACE aimd-controller "
-                "--replicas=0, or --stop-controller NAMESPACE/DEPLOYMENT): a running controller "
-                "puts its finalizer back. --force goes on anyway."
+                f"Stop it first (kubectl scale deployment -n {lease_home} aimd-controller "
+                f"--replicas=0, or --stop-controller {lease_home}/aimd-controller): a running "
+                "controller puts its finalizer back. --force goes on anyway."
             )
-            if args.dry_run:
+            if args.dry_run and args.stop_controller:
+                say(f"aimd is running ({running}): a real run would wait for it to stop.")
+            elif args.dry_run:
                 say(f"aimd is running ({running}): a real run would refuse. {advice}")
             elif args.force:
                 say(f"warning: aimd seems to run ({running}); going on because of --force.")
