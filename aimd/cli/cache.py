@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from aimd.api import kinds
+from aimd.api.meta import micro_time, parse_time
+from aimd.api.quantity import display_size
 from aimd.cli.target import Target, TargetError, add_connection_flags, resolve
 from aimd.kube.errors import ApiError, NotFound
 from aimd.kube.resources import JOBS, PERSISTENT_VOLUME_CLAIMS
@@ -38,21 +40,15 @@ OUTPUTS = ("wide", "json", "yaml")
 
 
 def human_bytes(count: int | None) -> str:
-    if count is None:
-        return "-"
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+    return "-" if count is None else display_size(count)
 
 
 def human_age(created: str | None, now: datetime) -> str:
     """How long ago ``created`` was, in kubectl's AGE style: ``45s``, ``12m``, ``5h``, ``3d``."""
-    if not created:
+    moment = parse_time(created)
+    if moment is None:
         return "-"
-    seconds = int((now - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds())
+    seconds = int((now - moment).total_seconds())
     for unit, size, up_to in (("s", 1, 120), ("m", 60, 120), ("h", 3600, 48), ("d", 86400, 730)):
         if seconds < size * up_to:
             return f"{max(0, seconds) // size}{unit}"
@@ -243,8 +239,8 @@ def explain(
         message = failure.get("message") or (ready or {}).get("message") or ""
         reasons.append(f"the last download failed ({reason}): {message}".rstrip(": "))
         retry = status.get("nextRetryTime")
-        if retry:
-            due = datetime.fromisoformat(retry.replace("Z", "+00:00"))
+        due = parse_time(retry)
+        if due is not None:
             wait = max(0, int((due - now).total_seconds()))
             reasons.append(
                 f"it retries at {retry} (in {wait}s), after {status.get('failures', 0)} failure(s)"
@@ -295,8 +291,7 @@ async def _fetch(
 
 async def _request_retry(client: KubeClient, namespace: str, name: str) -> Object:
     """Sets the retry annotation to a new value; the controller retries a Failed cache at once."""
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    patch = {"metadata": {"annotations": {kinds.ANNOTATION_RETRY: stamp}}}
+    patch = {"metadata": {"annotations": {kinds.ANNOTATION_RETRY: micro_time()}}}
     mc: Object = await client.patch(kinds.MODEL_CACHES, name, patch, namespace)
     return mc
 

@@ -34,6 +34,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from aimd.api import kinds
+from aimd.api.meta import parse_time
 from aimd.api.resource import Resource
 from aimd.cli.cache import human_bytes
 from aimd.cli.target import TargetError, add_connection_flags, resolve
@@ -85,12 +86,11 @@ class LeaseView:
     @classmethod
     def of(cls, lease: Object) -> LeaseView:
         spec = lease.get("spec") or {}
-        renew = spec.get("renewTime")
         return cls(
             namespace=lease["metadata"]["namespace"],
             name=lease["metadata"]["name"],
             holder=spec.get("holderIdentity") or "",
-            renewed=datetime.fromisoformat(renew.replace("Z", "+00:00")) if renew else None,
+            renewed=parse_time(spec.get("renewTime")),
             duration=float(spec.get("leaseDurationSeconds") or 15),
             resource_version=lease["metadata"].get("resourceVersion", ""),
         )
