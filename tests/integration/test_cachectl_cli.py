@@ -185,6 +185,10 @@ async def test_kubectl_aimd_follows_the_kubeconfig_context_and_namespace(
     assert code == 0, err
     assert yaml.safe_load(out)["namespace"] == other_namespace
 
+    code, out, err = await run(str(PLUGIN), "retry", "qwen", "--context=second", "-o=json", env=env)
+    assert code == 0, err
+    assert json.loads(out)["metadata"]["annotations"][kinds.ANNOTATION_RETRY]
+
     code, _, err = await run(str(PLUGIN), "ls", "--context", "third", env=env)
     assert code == 1
     assert "third" in err
