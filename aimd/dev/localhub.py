@@ -5,7 +5,11 @@ from here: model info with file metadata at `/api/models/{repo}/revision/{rev}` 
 `/{repo}/resolve/{rev}/{file}`, with the hub's headers (X-Repo-Commit, ETag, X-Linked-Etag and
 X-Linked-Size for LFS files, Range), redirecting LFS downloads to a token-free path as the real
 hub redirects to its CDN. It counts the bytes it serves, so a test can prove what a resumed
-download fetched again, and it can require a token, throttle (429), slow down, stall or corrupt.
+download fetched again, and the `/resolve` requests per file, so a test can prove a download asks
+the resolver once per file; it can require a token, throttle (429), slow down, stall, corrupt, and
+make its redirect targets expire as the hub's signed CDN URLs do: after `redirect_ttl` seconds,
+saying when in the URL (`Expires=`, as CloudFront does) or not, or silently after
+`redirect_uses` requests (403 then).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import contextlib
 import hashlib
 import json
 import os
+import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +74,12 @@ class LocalHub:
     throttled: int = 0
     retry_after: str = "1"
     url: str = ""
+    resolves: Counter[str] = field(default_factory=Counter)
+    redirect_ttl: float | None = None
+    advertise_expiry: bool = True
+    redirect_uses: int | None = None
+    expired: int = 0
+    _issued: Counter[str] = field(default_factory=Counter)
 
     def add(self, repo_id: str, files: dict[str, bytes], lfs: set[str] | None = None) -> Repo:
         """Adds a repo; by default every `.safetensors` file is an LFS file."""
@@ -136,11 +148,32 @@ class LocalHub:
         )
 
     async def resolve(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "GET":
+            self.resolves[request.match_info["path"]] += 1
         return await self._serve(request, from_cdn=False)
 
     async def cdn(self, request: web.Request) -> web.StreamResponse:
-        """Where the hub redirects LFS downloads: another host in reality, no token needed."""
+        """Where the hub redirects LFS downloads: another host in reality, no token needed;
+        refused once its URL has expired."""
+        limit = request.query.get("Expires") or request.query.get("signature")
+        ticket = request.query.get("ticket")
+        if ticket is not None:
+            self._issued[ticket] += 1
+        expired = limit is not None and time.time() > float(limit)
+        if expired or (ticket is not None and self._issued[ticket] > (self.redirect_uses or 0)):
+            self.expired += 1
+            return web.Response(status=403, text="Request has expired")
         return await self._serve(request, from_cdn=True)
+
+    def _cdn_location(self, path: str) -> str:
+        location = "/_" + path.replace("/resolve/", "/cdn/", 1)
+        query = []
+        if self.redirect_ttl is not None:
+            expires = time.time() + self.redirect_ttl
+            query.append(f"{'Expires' if self.advertise_expiry else 'signature'}={expires:.3f}")
+        if self.redirect_uses is not None:
+            query.append(f"ticket={self.redirects}")
+        return f"{location}?{'&'.join(query)}" if query else location
 
     async def _serve(self, request: web.Request, from_cdn: bool) -> web.StreamResponse:
         denied = None if from_cdn else self._authorized(request)
@@ -168,7 +201,7 @@ class LocalHub:
             headers["ETag"] = f'"{git_blob_id(data)}"'
         if name in repo.lfs and not from_cdn and request.method == "GET":
             self.redirects += 1
-            location = "/_" + request.path.replace("/resolve/", "/cdn/", 1)
+            location = self._cdn_location(request.path)
             return web.Response(status=302, headers={**headers, "Location": location})
         start, end, status = 0, len(data), 200
         if "Range" in request.headers:

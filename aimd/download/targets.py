@@ -13,7 +13,7 @@ or was revoked) is forgotten and the file located afresh, once per target that h
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, urljoin, urlsplit
@@ -45,17 +45,19 @@ class Targets:
     """The current target of every file of a plan; the clock is wall time (``time.time``), since
     signatures carry wall-clock expiries."""
 
-    def __init__(self, locate: Locator) -> None:
+    def __init__(self, locate: Locator, clock: Callable[[], float] = time.time) -> None:
         self._locate = locate
+        self._clock = clock
         self._targets: dict[str, Target] = {}
         self.located = 0
 
     def get(self, file: RemoteFile) -> Target:
         target = self._targets.get(file.path)
-        if target is None or time.time() >= target.renew_at:
+        now = self._clock()
+        if target is None or now >= target.renew_at:
             url, headers = self._locate(file)
             self.located += 1
-            target = Target(url, headers, renew_at(url))
+            target = Target(url, headers, renew_at(url, now))
             self._targets[file.path] = target
         return target
 
@@ -65,7 +67,7 @@ class Targets:
         url = urljoin(origin.url, location)
         same_host = urlsplit(url).netloc == urlsplit(origin.url).netloc
         headers = origin.headers if same_host else {}
-        target = Target(url, headers, renew_at(url), redirected=True)
+        target = Target(url, headers, renew_at(url, self._clock()), redirected=True)
         self._targets[file.path] = target
         return target
 
@@ -80,10 +82,9 @@ class Targets:
         return True
 
 
-def renew_at(url: str) -> float:
-    """When to stop using ``url``: shortly before the expiry its signature states, else after
-    :data:`DEFAULT_TTL`."""
-    now = time.time()
+def renew_at(url: str, now: float) -> float:
+    """When to stop using ``url`` got at ``now``: shortly before the expiry its signature
+    states, else after :data:`DEFAULT_TTL`."""
     expires = signed_expiry(url)
     if expires is None:
         return now + DEFAULT_TTL

@@ -144,6 +144,7 @@ class Transfer:
         self.targets = Targets(plan.locate)
         self._counting = threading.Lock()
         self._checks: dict[PartialFile, InOrder] = {}
+        self._finding_out: dict[str, asyncio.Event] = {}
         self._last_activity = time.monotonic()
         self._quiet_until = 0.0
         self._waited_for_source = 0.0
@@ -312,11 +313,14 @@ class Transfer:
         file.open()  # here, not in the threads: two of them could create it at once
         if file not in self._checks and file.remote.digest is not None:
             self._checks[file] = InOrder(checker(file.remote.digest, file.remote.size))
-        target = self.targets.get(file.remote)
+        target, finding_out = await self._target(file.remote)
         loop = asyncio.get_running_loop()
-        answer = await loop.run_in_executor(pool, self._receive, chunk, target)
+        try:
+            answer = await loop.run_in_executor(pool, self._receive, chunk, target, loop)
+        finally:
+            if finding_out:
+                self._found_out(file.remote, target)
         if answer is None:
-            target.proven = True
             return
         if answer.status in REDIRECTS and answer.location:
             self.targets.redirect(file.remote, target, answer.location)
@@ -326,7 +330,32 @@ class Transfer:
             raise _Again
         self._raise_for(answer, file.remote)
 
-    def _receive(self, chunk: Chunk, target: Target) -> Answer | None:
+    async def _target(self, file: RemoteFile) -> tuple[Target, bool]:
+        """The file's target, and whether this request is to find out about it. While nobody
+        knows whether a freshly located URL redirects, one request finds out and the others
+        wait for its answer, so a file's chunks do not all ask the resolver at once."""
+        while True:
+            target = self.targets.get(file)
+            if target.redirected or target.proven:
+                return target, False
+            waiting = self._finding_out.get(file.path)
+            if waiting is None:
+                self._finding_out[file.path] = asyncio.Event()
+                return target, True
+            await waiting.wait()
+
+    def _found_out(self, file: RemoteFile, target: Target, proven: bool = False) -> None:
+        """On the loop: the request that was finding out about ``target`` has its answer (a
+        body, ``proven``; a redirect; an error): the others may go on."""
+        if proven:
+            target.proven = True
+        waiting = self._finding_out.pop(file.path, None)
+        if waiting is not None:
+            waiting.set()
+
+    def _receive(
+        self, chunk: Chunk, target: Target, loop: asyncio.AbstractEventLoop
+    ) -> Answer | None:
         """In a worker thread: GETs the rest of ``chunk`` and writes it as it arrives. None when
         the chunk's bytes came (all of them, or :class:`_Retry` for the rest); the
         :class:`Answer` when the server answered something else."""
@@ -344,6 +373,8 @@ class Transfer:
         if response.length is not None and response.length != end - start:
             exchange.release()
             raise _Retry(f"the server sent {response.length} bytes for a range of {end - start}")
+        if not target.proven:
+            loop.call_soon_threadsafe(self._found_out, file.remote, target, True)
         buffer = _buffer()
         check = self._checks.get(file)
         position = start
