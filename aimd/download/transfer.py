@@ -481,6 +481,7 @@ class Transfer:
                     "%s: ETag not reproduced with a guessed part size; verified by size only",
                     remote.path,
                 )
+        file.close()
         await asyncio.to_thread(file.install)
         manifest.record(remote, verified_by)
         manifest.save()

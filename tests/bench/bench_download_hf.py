@@ -1,7 +1,8 @@
 """Download benchmark, hf://: aimd against huggingface_hub's ``snapshot_download`` on the local hub.
 
-Run with ``python -m tests.bench.bench_download_hf [--gib 1] [--files 4] [--rounds 3]``. Not a
-test: it asserts nothing and prints a table.
+Run with ``python -m tests.bench.bench_download_hf [--gib 1] [--files 4] [--rounds 3]
+[--old-tree DIR]`` (``--old-tree``: another checkout's aimd too, e.g. from ``git worktree add``).
+Not a test: it asserts nothing and prints a table.
 
 The hub is :mod:`aimd.dev.localhub` in this process (what ``aimd dev`` and the tests use): model
 info, ``/resolve`` answering LFS files with a redirect to a "CDN" path, as the real hub does. It
@@ -33,6 +34,7 @@ from pathlib import Path
 
 from aimd.dev.localhub import LocalHub, serve_hub
 from tests.bench.bench_download import machine
+from tests.support import REPO
 
 REPO_ID = "bench/model"
 
@@ -87,7 +89,30 @@ async def run_child(command: list[str], env: dict[str, str]) -> tuple[float, flo
     return wall, cpu, own_cpu() - hub_before
 
 
-async def main(gib: float, files: int, rounds: int, concurrency: int) -> None:
+def aimd(tree: Path, target: Path, concurrency: int) -> list[str]:
+    # `python -m` puts the working directory first on sys.path, so run from the tree.
+    return [
+        "env",
+        "-C",
+        str(tree),
+        f"PYTHONPATH={tree}",
+        sys.executable,
+        "-m",
+        "aimd",
+        "download",
+        f"hf://{REPO_ID}",
+        "--target",
+        str(target),
+        "--concurrency",
+        str(concurrency),
+        "--termination-log",
+        "",
+    ]
+
+
+async def main(
+    gib: float, files: int, rounds: int, concurrency: int, old_tree: Path | None
+) -> None:
     print(f"machine: {machine()}", flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="aimd-bench-hf-"))
     async with serve_hub() as hub:
@@ -112,24 +137,16 @@ async def main(gib: float, files: int, rounds: int, concurrency: int) -> None:
                 str(target),
                 str(concurrency),
             ],
-            "aimd download": lambda target: [
-                sys.executable,
-                "-m",
-                "aimd",
-                "download",
-                f"hf://{REPO_ID}",
-                "--target",
-                str(target),
-                "--concurrency",
-                str(concurrency),
-                "--termination-log",
-                "",
-            ],
+            "aimd download": lambda target: aimd(REPO, target, concurrency),
         }
+        if old_tree is not None:
+            commands[f"aimd download, {old_tree.name}"] = lambda target: aimd(
+                old_tree, target, concurrency
+            )
         results = {name: Runs() for name in commands}
         names = list(commands)
         for round_ in range(rounds):
-            for name in names[round_ % 2 :] + names[: round_ % 2]:
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
                 target = scratch / f"{round_}-{names.index(name)}"
                 calls = _resolver_calls(hub)
                 wall, cpu, hub_cpu = await run_child(commands[name](target), env)
@@ -151,7 +168,7 @@ def _resolver_calls(hub: LocalHub) -> int:
     return sum(hub.resolves.values()) + sum(hub.resolve_heads.values())
 
 
-VERIFIES = {"huggingface_hub snapshot_download": "size", "aimd download": "sha256, git-sha1"}
+VERIFIES = {"huggingface_hub snapshot_download": "size"}
 
 
 def report(
@@ -175,7 +192,8 @@ def report(
             f"| {name} | {mbs:.0f} ({gb / min(runs.walls) * 1000:.0f}) | {mbs / base:.2f} | "
             f"{statistics.median(runs.cpus) / gb:.2f} | "
             f"{statistics.median(runs.hub_cpus) / gb:.2f} | "
-            f"{statistics.median(runs.resolves) / files:.1f} | {VERIFIES[name]} |"
+            f"{statistics.median(runs.resolves) / files:.1f} | "
+            f"{VERIFIES.get(name, 'sha256, git-sha1')} |"
         )
 
 
@@ -185,5 +203,8 @@ if __name__ == "__main__":
     parser.add_argument("--files", type=int, default=4, help="number of weight files")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each client")
     parser.add_argument("--concurrency", type=int, default=8, help="connections per client")
+    parser.add_argument("--old-tree", type=Path, default=None, help="another checkout's aimd too")
     options = parser.parse_args()
-    asyncio.run(main(options.gib, options.files, options.rounds, options.concurrency))
+    asyncio.run(
+        main(options.gib, options.files, options.rounds, options.concurrency, options.old_tree)
+    )
