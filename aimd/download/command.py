@@ -243,7 +243,7 @@ class _Attempt:
         """Reports the stop as what it is (not as a failure of the source), with the bytes on
         disk; the progress records are already written, block by block."""
         transfer = self.transfer
-        what = ""
+        what = "while listing the source"
         status: dict[str, Any] = {}
         if transfer is not None:
             what = f"with {transfer.on_disk} of {transfer.total} bytes on disk"
