@@ -10,8 +10,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from aimd.download import targets
 from aimd.download.command import report_delays
+from aimd.download.fetch import _route
 from aimd.download.partial import Chunk, PartialFile
 from aimd.download.plan import RemoteFile
 from aimd.download.targets import Targets, renew_at, signed_expiry
@@ -160,3 +163,28 @@ def test_a_long_download_reports_at_most_once_per_interval() -> None:
     assert writes_in(600, delays) - writes_in(540, delays) == 6
     old = [3.0] * 1000
     assert writes_in(60, old) == 20, "the fixed 3 s it replaces"
+
+
+def test_requests_go_through_the_proxies_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    direct = _route("https://cdn.example/a/b?sig=1")
+    assert (direct.key, direct.target, direct.tunnel) == (
+        ("https", "cdn.example", 443, True),
+        "/a/b?sig=1",
+        None,
+    )
+    monkeypatch.setenv("https_proxy", "http://user:pw@proxy.local:3128")
+    monkeypatch.setenv("http_proxy", "http://proxy.local:3128")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,.internal")
+    tunnelled = _route("https://cdn.example/a")
+    assert tunnelled.key[1:] == ("proxy.local", 3128, True)
+    assert tunnelled.tunnel == ("cdn.example", 443)
+    assert tunnelled.tunnel_headers["Proxy-Authorization"].startswith("Basic ")
+    plain = _route("http://store.example:9000/bucket/key")
+    assert plain.key == ("proxy", "proxy.local", 3128, False)
+    assert plain.target == "http://store.example:9000/bucket/key", "absolute URI to a proxy"
+    assert _route("http://127.0.0.1:9000/bucket/key").target == "/bucket/key"
+    assert _route("https://s3.internal/k").tunnel is None
