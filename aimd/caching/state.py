@@ -139,6 +139,7 @@ class State:
         self.workload_services: Store[Object] = Store(
             labelled(resources.SERVICES, kinds.LABEL_SERVICE)
         )
+        self.storage_classes: Store[Object] = Store(manager.informer(resources.STORAGE_CLASSES))
 
         self.templates_ns.add_index(SOURCE_KEY, _template_sources)
         self.templates_cluster.add_index(SOURCE_KEY, _template_sources)
@@ -260,6 +261,12 @@ class State:
         """The child ``name`` if it exists and belongs to this MC (not to a namesake's past)."""
         child = store.get(name, namespace_of(mc))
         return child if child is not None and owned_by(child, mc["metadata"]["uid"]) else None
+
+    def expandable(self, pvc: ObjectLike) -> bool:
+        """True if the PVC's StorageClass lets a bound volume grow (allowVolumeExpansion)."""
+        name = (pvc.get("spec") or {}).get("storageClassName")
+        found = self.storage_classes.get(name) if name else None
+        return bool(found and found.get("allowVolumeExpansion"))
 
     def volumes_of_namesakes(self, mc: ModelCache) -> list[Object]:
         """PVCs made for an earlier MC of the same name (another uid) that still exist: the

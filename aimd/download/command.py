@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
+from aimd import logs
 from aimd.download.plan import Plan
 from aimd.download.reasons import EXIT_CODES, DownloadFailed, Reason
 from aimd.download.report import (
@@ -105,11 +106,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Logs as the controller does: the format it passes the Job (``AIMD_LOG_FORMAT``)."""
+    logs.setup(os.environ.get("AIMD_LOG_FORMAT", "text"), os.environ.get("AIMD_LOG_LEVEL", "info"))
 
 
 def unexpected(error: BaseException) -> DownloadFailed:
