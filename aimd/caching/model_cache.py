@@ -28,19 +28,10 @@ from aimd.api.quantity import display_size, parse_bytes, pvc_size
 from aimd.api.reasons import Reason
 from aimd.api.sources import source_key
 from aimd.api.types import ModelCache, Object
-from aimd.caching import builders, metrics, names, rules
+from aimd.caching import builders, metrics, names, rules, writes
+from aimd.caching.reconciler import Key, Reconciler
 from aimd.caching.state import State
 from aimd.caching.templates import model_sources
-from aimd.caching.writes import (
-    Refused,
-    create_or_adopt,
-    creator_name,
-    delete_as_decided,
-    delete_child,
-    hand_over,
-    refusals_raised,
-    write_status,
-)
 from aimd.kube import resources
 from aimd.kube.errors import NotFound
 from aimd.kube.resources import Resource
@@ -48,7 +39,6 @@ from aimd.runtime import Manager, Result
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]
 
 PENDING, PROGRESSING, AVAILABLE, FAILED = (
     rules.PENDING,
@@ -457,7 +447,7 @@ def _probe(d: _Decision, seen: Observed) -> None:
         d.fail(reason, message)
 
 
-def refused(mc: ModelCache, refusal: Refused, moment: datetime) -> tuple[Object, float]:
+def refused(mc: ModelCache, refusal: writes.Refused, moment: datetime) -> tuple[Object, float]:
     """The status fields (and the delay to the next try) of an MC whose child the API server
     refused: its own words, in the Ready condition (E6)."""
     current = condition(mc, "Ready")
@@ -480,7 +470,7 @@ def refused(mc: ModelCache, refusal: Refused, moment: datetime) -> tuple[Object,
     return status, delay
 
 
-class ModelCacheReconciler:
+class ModelCacheReconciler(Reconciler):
     """Ensures one MC per demanded ``(namespace, sourceUri)`` and drives each MC of the key."""
 
     def __init__(
@@ -491,9 +481,7 @@ class ModelCacheReconciler:
         policy: RetryPolicy | None = None,
         wake_template_cache: Callable[[str, str], None] = lambda namespace, name: None,
     ) -> None:
-        self.manager = manager
-        self.client = manager.client
-        self.state = state
+        super().__init__(manager, state)
         self.downloads = downloads
         self.policy = policy or RetryPolicy()
         self.wake_template_cache = wake_template_cache
@@ -537,8 +525,8 @@ class ModelCacheReconciler:
             storage_class=tc_spec.get("storageClassName"),
         )
         try:
-            created = await create_or_adopt(self.client, kinds.MODEL_CACHES, body)
-        except Refused as refusal:
+            created = await writes.create_or_adopt(self.client, kinds.MODEL_CACHES, body)
+        except writes.Refused as refusal:
             # Said in the status of every TC that waits for it (the TC reconciler reads this).
             moment = now()
             since = self.state.refusals.get((namespace, uri), (moment, ""))[0]
@@ -562,33 +550,16 @@ class ModelCacheReconciler:
         """D2, applied late: an MC whose creating TC is gone without having released it (the TC's
         cleanup read an index that did not hold this MC yet) is handed to a TC that still needs
         it, or deleted if it is not Available. True if the MC is no longer this key's business."""
-        creator = creator_name(mc, kinds.LABEL_CREATED_BY_TEMPLATE_CACHE)
+        creator = writes.creator_name(mc, kinds.LABEL_CREATED_BY_TEMPLATE_CACHE)
         if not creator or rules.is_available(mc):
             return False
         namespace = mc["metadata"]["namespace"]
         if self.state.template_caches.get(creator, namespace) is not None:
             return False
         others = self.state.template_caches_needing(namespace, mc["spec"]["sourceUri"])
-        plan = rules.plan_release(mc, others, available=False)
-        if plan.action is rules.Release.HAND_OVER and plan.heir:
-            await hand_over(
-                self.client,
-                kinds.MODEL_CACHES,
-                mc,
-                kinds.LABEL_CREATED_BY_TEMPLATE_CACHE,
-                plan.heir,
-            )
-            return False
-        if plan.action is rules.Release.DELETE and rules.may_delete(mc):
-            await delete_as_decided(self.client, kinds.MODEL_CACHES, mc)
-            log.info(
-                "deleted model cache %s/%s: its template cache %s is gone and it was not Available",
-                namespace,
-                mc["metadata"]["name"],
-                creator,
-            )
-            return True
-        return False
+        label = kinds.LABEL_CREATED_BY_TEMPLATE_CACHE
+        action = await self.release(mc, kinds.MODEL_CACHES, label, others, departing=None)
+        return action is rules.Release.DELETE
 
     def _observe(self, mc: ModelCache) -> Observed:
         s = self.state
@@ -622,15 +593,15 @@ class ModelCacheReconciler:
                 first, plan = plan, decide(mc, seen, self.downloads, now(), self.policy)
                 plan.retired_volumes[:0] = first.retired_volumes
                 await self._create(mc, plan)
-        except Refused as refusal:
+        except writes.Refused as refusal:
             status, delay = refused(mc, refusal, now())
             try:
-                await write_status(self.client, kinds.MODEL_CACHES, mc, status)
+                await writes.write_status(self.client, kinds.MODEL_CACHES, mc, status)
             except NotFound:
                 return None
             return delay
         try:
-            wrote = await write_status(self.client, kinds.MODEL_CACHES, mc, plan.status)
+            wrote = await writes.write_status(self.client, kinds.MODEL_CACHES, mc, plan.status)
         except NotFound:
             return None
         if wrote:
@@ -640,9 +611,11 @@ class ModelCacheReconciler:
         for volume, request in plan.resizes:
             await self._grow(volume, request)
         for volume in plan.retired_volumes:
-            await delete_child(self.client, resources.PERSISTENT_VOLUME_CLAIMS, volume)
+            await writes.delete_as_decided(
+                self.client, resources.PERSISTENT_VOLUME_CLAIMS, volume, whatever_changed=True
+            )
         for job in plan.deletes:
-            await delete_child(self.client, resources.JOBS, job)
+            await writes.delete_as_decided(self.client, resources.JOBS, job, whatever_changed=True)
         return plan.requeue_after
 
     async def _grow(self, pvc: Object, request: str) -> None:
@@ -651,7 +624,7 @@ class ModelCacheReconciler:
             "metadata": {"resourceVersion": meta["resourceVersion"]},
             "spec": {"resources": {"requests": {"storage": request}}},
         }
-        with refusals_raised(resources.PERSISTENT_VOLUME_CLAIMS, pvc):
+        with writes.refusals_raised(resources.PERSISTENT_VOLUME_CLAIMS, pvc):
             await self.client.patch(
                 resources.PERSISTENT_VOLUME_CLAIMS, meta["name"], patch, meta["namespace"]
             )
@@ -660,7 +633,7 @@ class ModelCacheReconciler:
         """Creates the plan's children; returns the PVC if this call created it."""
         created_pvc = None
         for resource, body in plan.creates:
-            created = await create_or_adopt(self.client, resource, body)
+            created = await writes.create_or_adopt(self.client, resource, body)
             if created is not None and resource in (
                 resources.PERSISTENT_VOLUME_CLAIMS,
                 resources.JOBS,
