@@ -8,6 +8,7 @@ label sees only aimd's objects and a child's event finds its owner without a sca
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 from aimd.api import kinds
 from aimd.api.meta import label_value, owner_reference
@@ -148,14 +149,26 @@ def role_binding(mc: ModelCache) -> Object:
     }
 
 
+@dataclass(frozen=True)
+class Downloads:
+    """What every download and probe Job gets from the controller's configuration."""
+
+    image: str  # the controller's own image: the default downloadImage
+    log_format: str = "text"  # the Job logs as the controller does (--log-format)
+    # No Secret mounted; the download reads those its namespace consents to
+    # (--require-secret-consent, see aimd.caching.credentials).
+    require_secret_consent: bool = False
+
+
 def _job(
-    mc: ModelCache, name: str, args: list[str], image: str, claim: str | None, consent: bool
+    mc: ModelCache, name: str, args: list[str], downloads: Downloads, claim: str | None
 ) -> Object:
     spec = mc["spec"]
     env = [
         {"name": "AIMD_MODEL_CACHE_NAME", "value": mc["metadata"]["name"]},
         {"name": "AIMD_MODEL_CACHE_NAMESPACE", "value": mc["metadata"]["namespace"]},
-        *credentials.job_env(list(spec.get("env") or ()), consent),
+        {"name": "AIMD_LOG_FORMAT", "value": downloads.log_format},
+        *credentials.job_env(list(spec.get("env") or ()), downloads.require_secret_consent),
     ]
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[Object] = [{"name": "tmp", "emptyDir": {}}]
@@ -175,7 +188,7 @@ def _job(
         "containers": [
             {
                 "name": "aimd",
-                "image": spec.get("downloadImage") or image,
+                "image": spec.get("downloadImage") or downloads.image,
                 "command": ["aimd", *args],
                 "env": env,
                 "volumeMounts": mounts,
@@ -203,18 +216,13 @@ def _job(
     }
 
 
-def download_job(
-    mc: ModelCache, name: str, claim: str, image: str, *, require_secret_consent: bool = False
-) -> Object:
-    """``require_secret_consent``: no Secret mounted, see :mod:`aimd.caching.credentials`."""
+def download_job(mc: ModelCache, name: str, claim: str, downloads: Downloads) -> Object:
     args = ["download", mc["spec"]["sourceUri"], "--target", MODEL_MOUNT]
-    return _job(mc, name, args, image, claim, require_secret_consent)
+    return _job(mc, name, args, downloads, claim)
 
 
-def probe_job(
-    mc: ModelCache, name: str, image: str, *, require_secret_consent: bool = False
-) -> Object:
-    return _job(mc, name, ["probe", mc["spec"]["sourceUri"]], image, None, require_secret_consent)
+def probe_job(mc: ModelCache, name: str, downloads: Downloads) -> Object:
+    return _job(mc, name, ["probe", mc["spec"]["sourceUri"]], downloads, None)
 
 
 def _workload_meta(svc: Service, labels: dict[str, str]) -> Object:

@@ -1,4 +1,5 @@
-"""Every way a probe or download can fail: a stable CamelCase reason and a distinct exit code.
+"""Every way a probe or download can fail: a stable CamelCase reason (one of the API's, in
+:mod:`aimd.api.reasons`) and a distinct exit code.
 
 The controller turns the reason into the AIMModelCache's condition reason and may also read the
 exit code of the Job's container, so both are part of the contract and never change meaning.
@@ -6,24 +7,9 @@ exit code of the Job's container, so both are part of the contract and never cha
 
 from __future__ import annotations
 
-import enum
+from aimd.api.reasons import Reason
 
-
-class Reason(enum.StrEnum):
-    """Why an attempt failed; the value is what the MC's status and condition carry."""
-
-    SOURCE_NOT_FOUND = "SourceNotFound"
-    AUTH_FAILED = "AuthFailed"
-    RATE_LIMITED = "RateLimited"
-    STORAGE_FULL = "StorageFull"
-    VERIFICATION_FAILED = "VerificationFailed"
-    STALLED = "Stalled"
-    NETWORK_ERROR = "NetworkError"
-    INVALID_SOURCE = "InvalidSource"
-    INTERNAL_ERROR = "InternalError"
-    # Secrets by consent (aimd/download/credentials.py): named by the cache, not granted to it.
-    SECRET_NOT_ALLOWED = "SecretNotAllowed"
-    SECRET_NOT_FOUND = "SecretNotFound"
+__all__ = ["EXIT_CODES", "REASON_BY_EXIT_CODE", "DownloadFailed", "Reason"]
 
 
 EXIT_CODES: dict[Reason, int] = {
@@ -37,8 +23,13 @@ EXIT_CODES: dict[Reason, int] = {
     Reason.STALLED: 15,
     Reason.NETWORK_ERROR: 16,
     Reason.INVALID_SOURCE: 17,
+    # Secrets by consent (aimd/download/credentials.py): named by the cache, not granted to it.
     Reason.SECRET_NOT_ALLOWED: 18,
     Reason.SECRET_NOT_FOUND: 19,
+    # Stopped by SIGTERM or SIGINT (the pod deleted or evicted, a person's Ctrl-C): not a
+    # failure of the source; what was fetched is on disk and the next attempt resumes it.
+    # 143 is 128 + SIGTERM, what a shell and the kubelet show for a process the signal ended.
+    Reason.TERMINATED: 143,
 }
 
 REASON_BY_EXIT_CODE: dict[int, Reason] = {code: reason for reason, code in EXIT_CODES.items()}

@@ -283,8 +283,8 @@ CREATED = (
     (RBAC, "roles"),
     (RBAC, "rolebindings"),
 )
-DELETED = (("batch", "jobs"),)
-PATCHED = (("apps", "deployments"), ("", "services"))
+DELETED = (("batch", "jobs"), ("", "persistentvolumeclaims"))
+PATCHED = (("apps", "deployments"), ("", "services"), ("", "persistentvolumeclaims"))
 CONSENT_ROLE = "aimd-download-credentials"
 
 
@@ -329,6 +329,7 @@ CLUSTER_RULES = [
     *cases("patch", AIM, "aimclusterservicetemplates/status", None),
     *cases("update", AIM, "aimclusterservicetemplates/finalizers", None),
     *cases("list watch", "", "namespaces", None),
+    *cases("list watch", "storage.k8s.io", "storageclasses", None),
     *cases("create", "authentication.k8s.io", "tokenreviews", None),
     *cases("create", "authorization.k8s.io", "subjectaccessreviews", None),
     *cases("get create update", "coordination.k8s.io", "leases", "own"),
@@ -353,7 +354,8 @@ DENIED = [
     *cases("create delete", AIM, "aimservices", "app"),
     *cases("update deletecollection", AIM, "aimmodelcaches", "app"),
     *cases("update", AIM, "aimtemplatecaches/finalizers", "app"),
-    *cases("patch delete deletecollection", "", "persistentvolumeclaims", "app"),
+    *cases("update deletecollection", "", "persistentvolumeclaims", "app"),
+    *cases("create patch delete", "storage.k8s.io", "storageclasses", None),
     *cases("patch deletecollection", "batch", "jobs", "app"),
     *cases("patch delete", "", "serviceaccounts", "app"),
     *cases("patch delete", RBAC, ("roles", "rolebindings"), "app"),

@@ -349,7 +349,10 @@ async def run_download_as_aimd_builds_it(
         job = await aimd.create(
             JOBS,
             builders.download_job(
-                mc, job_name, claim["metadata"]["name"], IMAGE, require_secret_consent=True
+                mc,
+                job_name,
+                claim["metadata"]["name"],
+                builders.Downloads(IMAGE, require_secret_consent=True),
             ),
         )
     node = LocalKubelet(

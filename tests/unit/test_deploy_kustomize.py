@@ -341,6 +341,7 @@ def test_namespaced_binds_the_manager_role_only_where_the_controller_looks() -> 
     cluster_scoped = one(objects, "ClusterRole", "aimd-manager-cluster")["rules"]
     assert {r for rule in cluster_scoped for r in rule["resources"]} == {
         "namespaces",
+        "storageclasses",
         "aimclusterservicetemplates",
         "aimclusterservicetemplates/status",
         "aimclusterservicetemplates/finalizers",

@@ -45,18 +45,19 @@ def container_env(job: Object) -> list[Object]:
 
 
 def test_without_consent_the_job_mounts_what_the_cache_names() -> None:
-    job = builders.download_job(mc(ENV), "job", "claim", "img")
-    assert container_env(job)[2:] == ENV
+    job = builders.download_job(mc(ENV), "job", "claim", builders.Downloads("img"))
+    assert container_env(job)[3:] == ENV
     assert controller_side.consent_role_binding(mc(ENV), require_consent=False) is None
 
 
 @pytest.mark.parametrize("build", ["download", "probe"])
 def test_with_consent_no_secret_is_mounted_and_the_references_travel_in_env(build: str) -> None:
     cache = mc([*ENV, {"name": "AIMD_SECRET_ENV", "value": '[{"env":"X","secret":"y","key":"z"}]'}])
+    downloads = builders.Downloads("img", require_secret_consent=True)
     job = (
-        builders.download_job(cache, "job", "claim", "img", require_secret_consent=True)
+        builders.download_job(cache, "job", "claim", downloads)
         if build == "download"
-        else builders.probe_job(cache, "job", "img", require_secret_consent=True)
+        else builders.probe_job(cache, "job", downloads)
     )
     env = container_env(job)
     assert "secretKeyRef" not in json.dumps(job)
@@ -64,6 +65,7 @@ def test_with_consent_no_secret_is_mounted_and_the_references_travel_in_env(buil
     assert names == [
         "AIMD_MODEL_CACHE_NAME",
         "AIMD_MODEL_CACHE_NAMESPACE",
+        "AIMD_LOG_FORMAT",
         "AIMD_DOWNLOAD_CONCURRENCY",
         "REGION",
         "AIMD_SECRET_ENV",
