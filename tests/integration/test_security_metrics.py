@@ -140,7 +140,12 @@ async def test_only_callers_allowed_to_get_metrics_get_them(
         reader_bound_to(kube, namespace, "prometheus"),
         manager_as_aimd(control_plane) as (manager, client),
     ):
-        await manager.wait_leader()  # leader election, as deployed: get, create, update leases
+
+        async def leading() -> bool:
+            return manager.is_leader
+
+        # Leader election, as deployed (get, create and update its Lease) as aimd's identity.
+        await eventually(leading, what="the manager to lead")
         port = manager.metrics_port
         assert (await scrape(port, None))[0] == 401
         assert (await scrape(port, "not-a-token"))[0] == 401
