@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from aimd.api.types import Object, ObjectLike
-from aimd.caching import builders, metrics, wiring
+from aimd.caching import builders, metrics, policy, wiring
 from aimd.caching.model_cache import ModelCacheReconciler, RetryPolicy
 from aimd.caching.service import ServiceReconciler
 from aimd.caching.state import State, Store
@@ -51,7 +51,7 @@ class Caching:
                 controller.enqueue(key)
 
 
-def install(manager: Manager, image: str, policy: RetryPolicy | None = None) -> Caching:
+def install(manager: Manager, image: str, retries: RetryPolicy | None = None) -> Caching:
     """Declares informers, indexes, controllers and handlers on ``manager``."""
     state = State(manager)
     metrics.watch(state.model_caches.informer.index, state.template_caches.informer.index)
@@ -60,13 +60,17 @@ def install(manager: Manager, image: str, policy: RetryPolicy | None = None) -> 
         return manager.controller(name, reconcile)
 
     template_caches = controller("templatecache", TemplateCacheReconciler(manager, state).reconcile)
-    downloads = builders.Downloads(image, manager.settings.log_format)
+    settings = manager.settings
+    downloads = builders.Downloads(
+        image, settings.log_format, require_secret_consent=settings.require_secret_consent
+    )
     model_caches = ModelCacheReconciler(
         manager,
         state,
         downloads,
-        policy,
+        retries,
         wake_template_cache=lambda namespace, name: template_caches.enqueue((namespace, name)),
+        allowed=policy.Config.from_settings(settings, image),
     )
     caching = Caching(
         state,
@@ -117,7 +121,7 @@ async def run(
     settings: Settings,
     image: str,
     *,
-    policy: RetryPolicy | None = None,
+    retries: RetryPolicy | None = None,
     handle_signals: bool = True,
     started: Callable[[Manager, Caching], None] | None = None,
 ) -> int:
@@ -127,7 +131,7 @@ async def run(
     controllers through ``started``."""
 
     def setup(manager: Manager) -> None:
-        caching = install(manager, image, policy)
+        caching = install(manager, image, retries)
         if started is not None:
             started(manager, caching)
 

@@ -62,6 +62,10 @@ def job_env(env: Sequence[Mapping[str, Any]], require_consent: bool) -> list[Obj
     return kept
 
 
+def binding_name(model_cache: str) -> str:
+    return names.child_name(model_cache, "credentials")
+
+
 def consent_role_binding(mc: ObjectLike, require_consent: bool) -> Object | None:
     """The RoleBinding that lets this cache's downloader read the Secrets its namespace consents
     to; None when there is nothing to bind (consent not required, or no Secret referenced)."""
@@ -72,7 +76,7 @@ def consent_role_binding(mc: ObjectLike, require_consent: bool) -> Object | None
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": {
-            "name": names.child_name(meta["name"], "credentials"),
+            "name": binding_name(meta["name"]),
             "namespace": meta["namespace"],
             "labels": {kinds.LABEL_MODEL_CACHE: label_value(meta["name"])},
             "ownerReferences": [

@@ -28,7 +28,7 @@ from aimd.api.quantity import display_size, parse_bytes, pvc_size
 from aimd.api.reasons import Reason
 from aimd.api.sources import source_key
 from aimd.api.types import ModelCache, Object
-from aimd.caching import builders, governor, metrics, names, rules, writes
+from aimd.caching import builders, credentials, governor, metrics, names, policy, rules, writes
 from aimd.caching.reconciler import Key, Reconciler
 from aimd.caching.state import State
 from aimd.caching.templates import model_sources
@@ -113,6 +113,9 @@ class Observed:
     # Asked only when a download would start: 0 to start now, else the place in the queue for a
     # download slot (the governor, --max-concurrent-downloads).
     slot: Callable[[], int] = lambda: 0
+    consent_bound: bool = False  # the binding to the consent Role exists (when one is needed)
+    # What the admin's configuration does not allow in this MC's spec (S1), each naming its field.
+    not_allowed: tuple[str, ...] = ()
 
 
 def known_size(mc: ModelCache) -> int | None:
@@ -254,14 +257,20 @@ class _Decision:
         self.set(AVAILABLE, True, Reason.AVAILABLE, f"{self.uri} is on volume {claim}")
 
 
-def _downloader(mc: ModelCache, seen: Observed) -> list[tuple[Resource, Object]]:
-    """The ServiceAccount, Role and RoleBinding the Jobs run as, where missing."""
+def _downloader(
+    mc: ModelCache, seen: Observed, downloads: builders.Downloads
+) -> list[tuple[Resource, Object]]:
+    """The ServiceAccount, Role and RoleBinding the Jobs run as, where missing; and, with consent
+    required, the binding to the namespace's consent Role."""
     sa, role, binding = seen.downloader_ready
-    wanted = (
+    wanted = [
         (sa, resources.SERVICE_ACCOUNTS, builders.service_account(mc)),
         (role, resources.ROLES, builders.role(mc)),
         (binding, resources.ROLE_BINDINGS, builders.role_binding(mc)),
-    )
+    ]
+    consent = credentials.consent_role_binding(mc, downloads.require_secret_consent)
+    if consent is not None:
+        wanted.append((seen.consent_bound, resources.ROLE_BINDINGS, consent))
     return [(resource, body) for exists, resource, body in wanted if not exists]
 
 
@@ -286,7 +295,12 @@ def decide(
 ) -> Plan:
     """The children and status one MC needs now, from what the index shows (pure)."""
     d = _Decision(mc, downloads, now, policy)
-    d.plan.creates += _downloader(mc, seen)
+    if seen.not_allowed:
+        # S1: what the admin does not allow is refused before anything is made for it; a change
+        # of the spec, or of what the namespace allows, brings it back.
+        d.set(FAILED, False, Reason.NOT_ALLOWED, "; ".join(seen.not_allowed))
+        return d.plan
+    d.plan.creates += _downloader(mc, seen, downloads)
     size = known_size(mc)
     if size is None:
         _probe(d, seen)
@@ -493,13 +507,15 @@ class ModelCacheReconciler(Reconciler):
         manager: Manager,
         state: State,
         downloads: builders.Downloads,
-        policy: RetryPolicy | None = None,
+        retries: RetryPolicy | None = None,
         wake_template_cache: Callable[[str, str], None] = lambda namespace, name: None,
+        allowed: policy.Config | None = None,
     ) -> None:
         super().__init__(manager, state)
+        self.allowed = allowed or policy.Config(downloads.image)
         self.governor = governor.Governor(manager.settings.max_concurrent_downloads)
         self.downloads = downloads
-        self.policy = policy or RetryPolicy()
+        self.policy = retries or RetryPolicy()
         self.wake_template_cache = wake_template_cache
 
     async def reconcile(self, key: Key) -> Result | None:
@@ -596,6 +612,15 @@ class ModelCacheReconciler(Reconciler):
             namesake_volumes=tuple(s.volumes_of_namesakes(mc)),
             expandable=pvc is not None and s.expandable(pvc),
             slot=lambda: self.governor.place(mc, s.model_caches.list(), s.needed_by_a_service),
+            consent_bound=s.owned(s.role_bindings, mc, credentials.binding_name(name)) is not None,
+            not_allowed=tuple(
+                str(problem)
+                for problem in policy.check(
+                    mc["spec"],
+                    policy.Additions.of(s.namespaces.get(mc["metadata"]["namespace"])),
+                    self.allowed,
+                )
+            ),
         )
 
     async def _drive(self, mc: ModelCache) -> float | None:

@@ -21,7 +21,7 @@ from typing import TypeVar
 from aimd.api.meta import deleting, namespace_of
 from aimd.api.sources import source_key
 from aimd.api.types import ModelCache, Object, Service, Template, TemplateCache
-from aimd.caching import governor
+from aimd.caching import governor, policy
 from aimd.caching.state import ANY_NAMESPACE, State
 from aimd.caching.templates import source_uris
 
@@ -129,13 +129,21 @@ def on_workload(state: State, old: Object | None, new: Object | None) -> Keys:
 
 
 def on_namespace(state: State, old: Object | None, new: Object | None) -> Keys:
-    """A namespace began terminating: let finalizers go at once (D7)."""
-    if new is None or not deleting(new):
+    """A namespace began terminating: let finalizers go at once (D7). What the namespace allows
+    changed (its admin's annotations, S1): its caches are judged again."""
+    if new is None:
         return Keys()
     namespace = new["metadata"]["name"]
-    return Keys(
-        template_caches={
-            (namespace, tc["metadata"]["name"]) for tc in state.template_caches.list(namespace)
-        },
-        services={(namespace, svc["metadata"]["name"]) for svc in state.services.list(namespace)},
-    )
+    if deleting(new):
+        return Keys(
+            template_caches={
+                (namespace, tc["metadata"]["name"]) for tc in state.template_caches.list(namespace)
+            },
+            services={
+                (namespace, svc["metadata"]["name"]) for svc in state.services.list(namespace)
+            },
+        )
+    keys = Keys()
+    if old is not None and policy.Additions.of(old) != policy.Additions.of(new):
+        keys.uris(namespace, {mc["spec"]["sourceUri"] for mc in state.model_caches.list(namespace)})
+    return keys

@@ -215,7 +215,7 @@ async def test_dashboards_and_alerts_see_a_running_aimd(
         async with asyncio.TaskGroup() as group:
             controller = group.create_task(
                 run_controller(
-                    settings, "aimd", policy=RetryPolicy(base=1, cap=2), handle_signals=False
+                    settings, "aimd", retries=RetryPolicy(base=1, cap=2), handle_signals=False
                 )
             )
             node = group.create_task(kubelet.run())

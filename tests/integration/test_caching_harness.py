@@ -67,7 +67,7 @@ def start_controller(
             shutdown_grace=5.0,
             **settings,
         )
-        return await run(configured, IMAGE, policy=policy, handle_signals=False, started=started)
+        return await run(configured, IMAGE, retries=policy, handle_signals=False, started=started)
 
     task = asyncio.create_task(as_controller())
     holder = Running(task)

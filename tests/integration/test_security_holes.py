@@ -7,9 +7,9 @@ she makes. aimd runs in-process as its own ServiceAccount with the shipped roles
 kubelet runs its Jobs' commands (resolving ``secretKeyRef`` as a kubelet would). A capture server
 plays the host alice would like the namespace's Secret sent to.
 
-Some holes close only once the model-cache reconciler calls aimd/caching/policy.py and
-aimd/caching/credentials.py (the lead's wiring); those tests are marked xfail(strict) until then,
-and show the hole open meanwhile: on today's code the capture server receives the Secret.
+Where the admission policy is not installed, the model-cache reconciler is the backstop: it calls
+aimd/caching/policy.py and aimd/caching/credentials.py itself. Before that, the capture server
+received the Secret.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ from tests.support import eventually
 from tests.unit.test_caching_policy import CONFIG
 
 PASSWORD = f"s3cr3t-{secrets.token_hex(4)}"
-NEEDS_WIRING = pytest.mark.xfail(reason="needs the lead's policy wiring", strict=True)
 Object = dict[str, Any]
 
 
@@ -214,7 +213,6 @@ async def test_the_admission_policy_refuses_her_endpoint_and_her_image(
         assert not (await kube.list(kinds.MODEL_CACHES, namespace))["items"]
 
 
-@NEEDS_WIRING
 async def test_without_the_admission_policy_aimd_refuses_her_endpoint_itself(
     kube: KubeClient,
     alice: KubeClient,
@@ -251,7 +249,6 @@ async def test_without_the_admission_policy_aimd_refuses_her_endpoint_itself(
         await running.stop()
 
 
-@NEEDS_WIRING
 async def test_without_the_admission_policy_aimd_refuses_a_foreign_image_itself(
     kube: KubeClient, alice: KubeClient, control_plane: ControlPlane, namespace: str
 ) -> None:
@@ -272,7 +269,6 @@ async def test_without_the_admission_policy_aimd_refuses_a_foreign_image_itself(
         await running.stop()
 
 
-@NEEDS_WIRING
 async def test_with_consent_required_her_cache_cannot_use_a_secret_nobody_consented_to(
     kube: KubeClient,
     alice: KubeClient,

@@ -476,3 +476,17 @@ def test_a_download_waits_for_a_slot_and_says_its_place() -> None:
     ready = plan.status["conditions"][-1]
     assert ready["reason"] == "WaitingForDownloadSlot"
     assert "3rd in the queue" in ready["message"]
+
+
+def test_what_the_admin_does_not_allow_is_refused_before_anything_is_made() -> None:
+    """S1: a foreign image or endpoint: Failed, NotAllowed naming the field, nothing created."""
+    refused = ("spec.downloadImage: evil:1 is not an allowed download image",)
+    plan = decide(
+        mc(), Observed(None, {}, (False, False, False), not_allowed=refused), JOBS, NOW, POLICY
+    )
+    assert plan.creates == []
+    assert plan.status["status"] == "Failed"
+    ready = plan.status["conditions"][-1]
+    assert ready["reason"] == "NotAllowed"
+    assert "spec.downloadImage" in ready["message"]
+    assert plan.failed_reason is None, "not a failed download: no retry backoff, no failure count"

@@ -129,3 +129,14 @@ def test_a_terminating_namespace_wakes_every_finalized_object_in_it() -> None:
     keys = wiring.on_namespace(s, live, going)
     assert keys.template_caches == {(NS, "tc")}
     assert keys.services == {(NS, "svc")}
+
+
+def test_what_a_namespace_allows_changing_judges_its_caches_again() -> None:
+    s = blank()
+    add(s.model_caches, model_cache("mc", "s3://bucket/x"))
+    before = {"metadata": {"name": NS, "resourceVersion": "1"}}
+    annotations = {"aim.eai.amd.com/allowed-endpoints": "https://minio.example:9000"}
+    after = {"metadata": {"name": NS, "resourceVersion": "2", "annotations": annotations}}
+    assert wiring.on_namespace(s, before, after).model_caches == {(NS, "s3://bucket/x")}
+    relabelled = {"metadata": {**after["metadata"], "labels": {"team": "a"}}}
+    assert wiring.on_namespace(s, after, relabelled) == wiring.Keys()
