@@ -11,7 +11,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,25 +39,33 @@ def free_port() -> int:
 
 
 def start_moto(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """moto's S3 server on a free loopback port; returns the process and its endpoint."""
+    """moto's S3 server on a free loopback port, once it answers HTTP; returns the process and
+    its endpoint. If it dies or never answers, the failure carries its own log's tail."""
     port = free_port()
+    log = tempfile.NamedTemporaryFile(prefix="moto-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         env={**os.environ, **(extra_env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def tail() -> str:
+        return Path(log.name).read_text(errors="replace")[-2000:]
+
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"moto server exited with {process.returncode}:\n{tail()}")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process, f"http://127.0.0.1:{port}"
+            with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=2) as answer:
+                if answer.status == 200:
+                    return process, endpoint
         except OSError:
-            if process.poll() is not None:
-                raise RuntimeError("moto server exited") from None
             time.sleep(0.1)
     process.kill()
-    raise RuntimeError("moto server did not start")
+    raise RuntimeError(f"moto server did not answer within 60s:\n{tail()}")
 
 
 def s3_client(endpoint: str) -> S3Client:
