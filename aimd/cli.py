@@ -37,6 +37,7 @@ COMMANDS = (
         "aimd.dev.command",
     ),
     Command("cache", "list model caches, or say what one is waiting for", "aimd.cachectl"),
+    Command("serve-cache", "list the models a pod mounts (test server)", "aimd.dev.servecache"),
 )
 
 

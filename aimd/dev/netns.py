@@ -75,6 +75,12 @@ def run(*argv: str) -> str:
     return result.stdout
 
 
+def is_mount_point(path: Path) -> bool:
+    """From the mount table: `os.path.ismount` misses a bind mount of a directory onto itself."""
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    return any(line.split()[4] == str(path) for line in mounts)
+
+
 def namespace_inode(path: Path) -> int | None:
     try:
         return os.stat(path).st_ino
@@ -92,12 +98,12 @@ def pids_in(path: Path) -> list[int]:
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError):
-            if os.stat(entry / "ns" / "net").st_ino == inode and _alive(int(entry.name)):
+            if os.stat(entry / "ns" / "net").st_ino == inode and alive(int(entry.name)):
                 found.append(int(entry.name))
     return found
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """Running, and not a zombie: this machine's PID 1 reaps orphans only every few seconds."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -153,3 +159,9 @@ class NodeNetwork:
             run("ip", "netns", "delete", self.name)
         with contextlib.suppress(NetnsError):
             run("ip", "link", "delete", self.host_link)
+        # `ip netns add` turns /run/netns into a mount point of its own; the last one out undoes it.
+        with contextlib.suppress(OSError):
+            if NETNS_DIR.is_dir() and not any(NETNS_DIR.iterdir()):
+                if is_mount_point(NETNS_DIR):
+                    run("umount", str(NETNS_DIR))
+                NETNS_DIR.rmdir()

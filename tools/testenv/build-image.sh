@@ -48,10 +48,13 @@ if ! flock -n 9; then
   echo "testenv: another image build is running; waiting for it" >&2
   flock 9
 fi
-# buildah keeps a blob-info cache in /var/lib/containers whatever its --root; take it away again.
-if [ ! -e /var/lib/containers ]; then
-  trap 'rm -rf /var/lib/containers' EXIT
-fi
+# Whatever their flags, buildah keeps a blob-info cache in /var/lib/containers and a lock in
+# /etc/cni, and debootstrap's mounts make /run/mount: take away again those this build made.
+made_here=()
+for path in /var/lib/containers /etc/cni /run/mount; do
+  [ -e "$path" ] || made_here+=("$path")
+done
+trap 'for path in "${made_here[@]}"; do rm -rf "$path"; done' EXIT
 
 if [ -s "$out/images.tar" ] && [ -s "$out/tags" ]; then
   echo "testenv: reusing $out" >&2
