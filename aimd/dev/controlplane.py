@@ -288,24 +288,7 @@ class ControlPlane:
 
     def install_crd(self, crd: dict[str, Any]) -> None:
         """Creates (or replaces) one CRD and waits until the API server serves it."""
-        name = crd["metadata"]["name"]
-        path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-        try:
-            self.api("POST", path, crd)
-        except RequestFailed as error:
-            if error.code != 409:
-                raise
-            current = self.api("GET", f"{path}/{name}")
-            replacement = {**crd, "metadata": {**crd["metadata"], **current["metadata"]}}
-            self.api("PUT", f"{path}/{name}", replacement)
-
-        def established() -> bool:
-            conditions = (self.api("GET", f"{path}/{name}").get("status") or {}).get(
-                "conditions"
-            ) or []
-            return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
-
-        self._wait(f"CRD {name}", established)
+        install_crd(self.api, crd, self._wait)
 
     def _api_ok(self, path: str) -> bool:
         if not self.ca_file.exists():
@@ -326,6 +309,28 @@ class ControlPlane:
 
     def _wait(self, what: str, ready: Any, timeout: float = 90.0) -> None:
         wait_for(what, ready, self.processes.get(what), self.log_tail, timeout)
+
+
+def install_crd(
+    api: Callable[..., Any], crd: dict[str, Any], wait: Callable[[str, Callable[[], bool]], None]
+) -> None:
+    """Creates (or replaces) one CRD through `api` and `wait`s until it is Established."""
+    name = crd["metadata"]["name"]
+    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    try:
+        api("POST", path, crd)
+    except RequestFailed as error:
+        if error.code != 409:
+            raise
+        current = api("GET", f"{path}/{name}")
+        replacement = {**crd, "metadata": {**crd["metadata"], **current["metadata"]}}
+        api("PUT", f"{path}/{name}", replacement)
+
+    def established() -> bool:
+        conditions = (api("GET", f"{path}/{name}").get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    wait(f"CRD {name}", established)
 
 
 def write_kubeconfig(path: Path, server: str, ca_file: Path, user: str, token: str) -> None:

@@ -48,6 +48,7 @@ from aimd.dev.controlplane import (
     RequestFailed,
     _write_service_account_key,
     api_request,
+    install_crd,
     wait_for,
     write_kubeconfig,
 )
@@ -325,6 +326,10 @@ class RealNode:
         """One request as cluster admin; raises RequestFailed when refused (PATCH: merge)."""
         return api_request(self.server, self.tokens["admin"], self.ca_file, method, path, body)
 
+    def install_crd(self, crd: dict[str, Any]) -> None:
+        """Creates (or replaces) one CRD and waits until the API server serves it."""
+        install_crd(self.api, crd, self._wait)
+
     def log_tail(self, name: str, lines: int = 40) -> str:
         path = self.log_dir / f"{name}.log"
         if not path.exists():
@@ -407,7 +412,7 @@ class RealNode:
 
         wait_for("namespace holder", inside, self._holder, lambda _: "", timeout=10)
         for target in PRIVATE_MOUNTS:
-            self._in_node("mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", target)
+            self._in_node("mount", "--no-mtab", "-t", "tmpfs", "-o", "mode=755", "tmpfs", target)
 
     def _in_node(self, *argv: str) -> str:
         return netns.run(*self._enter(), *argv)

@@ -102,7 +102,7 @@ container=$("${buildah[@]}" from --pull-never "$tag")
 "${buildah[@]}" config --cmd serve-cache "$container"
 "${buildah[@]}" commit --quiet --rm "$container" "$serve_tag" >/dev/null
 for name in "$tag" "$serve_tag"; do
-  "${buildah[@]}" push --quiet "$name" "oci:$out.partial/layout:$name"
+  "${buildah[@]}" push --quiet --disable-compression "$name" "oci:$out.partial/layout:$name"
 done
 tar -C "$out.partial/layout" -cf "$out.partial/images.tar" .
 rm -rf "$out.partial/layout"

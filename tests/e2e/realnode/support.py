@@ -24,9 +24,7 @@ S3_BUCKET = "models"
 S3_SECRET = "s3-credentials"
 
 
-def eventually_sync(
-    probe: Callable[[], T | None], *, timeout: float = 60.0, what: str = ""
-) -> T:
+def eventually_sync(probe: Callable[[], T | None], *, timeout: float = 60.0, what: str = "") -> T:
     """`tests.support.eventually` for synchronous probes (session fixtures)."""
     deadline = time.monotonic() + timeout
     last: T | None = None
@@ -157,9 +155,7 @@ async def items(kube: KubeClient, resource: Any, namespace: str, **kw: Any) -> l
 
 
 async def caches_by_uri(kube: KubeClient, namespace: str) -> dict[str, Object]:
-    return {
-        mc["spec"]["sourceUri"]: mc for mc in await items(kube, kinds.MODEL_CACHES, namespace)
-    }
+    return {mc["spec"]["sourceUri"]: mc for mc in await items(kube, kinds.MODEL_CACHES, namespace)}
 
 
 async def pods_of(kube: KubeClient, namespace: str, selector: str) -> list[Object]:
