@@ -87,7 +87,7 @@ def _waiting(pod: Object | None, *reasons: str) -> Object | None:
 
 def _unschedulable(pod: Object | None) -> Object | None:
     conditions = ((pod or {}).get("status") or {}).get("conditions") or []
-    scheduled = next((c for c in conditions if c["type"] == "PodScheduled"), {})
+    scheduled: Object = next((c for c in conditions if c["type"] == "PodScheduled"), {})
     return pod if scheduled.get("status") == "False" and scheduled.get("message") else None
 
 
@@ -374,7 +374,8 @@ async def test_a_deleted_jobs_pod_stops_on_sigterm_and_leaves_its_download_resum
     namespace = node_namespace
     real_node.add_local_volumes(1)
     repo = node_hub.add_model("org/interrupted", size_mib=4)
-    node_hub.piece_delay = 0.1
+    # Slow enough that the first attempt outlives the 30 s grace period by far.
+    node_hub.piece_delay = 2.0
     try:
         source = hf_source("org/interrupted", node_hub.url, size="8Mi")
         await node_kube.create(kinds.MODEL_CACHES, model_cache("mc", source), namespace)
