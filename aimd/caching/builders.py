@@ -8,14 +8,13 @@ label sees only aimd's objects and a child's event finds its owner without a sca
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 from aimd.api import kinds
+from aimd.api.meta import label_value, owner_reference
+from aimd.api.quantity import pvc_size
+from aimd.api.types import EnvVar, ModelCache, Object, ObjectLike, Service, Template
 from aimd.caching import names
-from aimd.caching.quantity import pvc_size
-from aimd.caching.templates import owner_reference
-
-Object = dict[str, Any]
+from aimd.caching.templates import template_owner_reference
 
 MODEL_MOUNT = "/workspace/model"
 CACHE_ROOT = "/workspace/model-cache"
@@ -23,23 +22,21 @@ NON_ROOT_UID = 65532
 DEFAULT_ACCESS_MODE = "ReadWriteMany"
 
 
-def owned_by(owner: Object, kind: str, api_version: str = kinds.API_VERSION) -> Object:
-    return {
-        "apiVersion": api_version,
-        "kind": kind,
-        "name": owner["metadata"]["name"],
-        "uid": owner["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+def created_by(key: str, name: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The label (and, for a name too long for a label value, the annotation with the whole
+    name) that says which consumer made an object (SPEC B1, B2, E6)."""
+    value = label_value(name)
+    return {key: value}, ({key: name} if value != name else {})
 
 
-def _model_cache_meta(mc: Object, name: str) -> Object:
+def _model_cache_meta(mc: ModelCache, name: str) -> Object:
     return {
         "name": name,
         "namespace": mc["metadata"]["namespace"],
-        "labels": {kinds.LABEL_MODEL_CACHE: mc["metadata"]["name"]},
-        "ownerReferences": [owned_by(mc, kinds.MODEL_CACHES.kind)],
+        "labels": {kinds.LABEL_MODEL_CACHE: label_value(mc["metadata"]["name"])},
+        "ownerReferences": [
+            owner_reference(mc, kinds.MODEL_CACHES.kind, kinds.API_VERSION, controller=True)
+        ],
     }
 
 
@@ -47,9 +44,9 @@ def model_cache(
     namespace: str,
     source_uri: str,
     model_id: str,
-    size: object,
+    size: int | str | None,
     template_cache: str,
-    env: list[Object] | None = None,
+    env: list[EnvVar] | None = None,
     storage_class: str | None = None,
 ) -> Object:
     """The MC aimd creates for a source a template cache needs (B2). ``env`` carries the
@@ -63,56 +60,64 @@ def model_cache(
         spec["env"] = copy.deepcopy(env)
     if storage_class:
         spec["storageClassName"] = storage_class
+    labels, annotations = created_by(kinds.LABEL_CREATED_BY_TEMPLATE_CACHE, template_cache)
+    metadata: Object = {
+        "name": names.model_cache_name(source_uri),
+        "namespace": namespace,
+        "labels": labels,
+    }
+    if annotations:
+        metadata["annotations"] = annotations
     return {
         "apiVersion": kinds.API_VERSION,
         "kind": kinds.MODEL_CACHES.kind,
-        "metadata": {
-            "name": names.model_cache_name(source_uri),
-            "namespace": namespace,
-            "labels": {kinds.LABEL_CREATED_BY_TEMPLATE_CACHE: template_cache},
-        },
+        "metadata": metadata,
         "spec": spec,
     }
 
 
-def template_cache(namespace: str, template: Object, scope: str, service: str) -> Object:
+def template_cache(namespace: str, template: Template, scope: str, service: str) -> Object:
     """The TC a service with ``cacheModel: true`` asks for: owned by the template (B1)."""
     name = template["metadata"]["name"]
+    labels, annotations = created_by(kinds.LABEL_CREATED_BY_SERVICE, service)
+    metadata: Object = {
+        "name": names.template_cache_name(name, scope),
+        "namespace": namespace,
+        "labels": labels,
+        "ownerReferences": [template_owner_reference(template)],
+    }
+    if annotations:
+        metadata["annotations"] = annotations
     return {
         "apiVersion": kinds.API_VERSION,
         "kind": kinds.TEMPLATE_CACHES.kind,
-        "metadata": {
-            "name": names.template_cache_name(name, scope),
-            "namespace": namespace,
-            "labels": {kinds.LABEL_CREATED_BY_SERVICE: service},
-            "ownerReferences": [owner_reference(template)],
-        },
+        "metadata": metadata,
         "spec": {"templateName": name, "templateScope": scope},
     }
 
 
-def persistent_volume_claim(mc: Object, size_bytes: int) -> Object:
+def persistent_volume_claim(mc: ModelCache, name: str, size_bytes: int) -> Object:
     spec: Object = {
         "accessModes": [DEFAULT_ACCESS_MODE],
         "resources": {"requests": {"storage": pvc_size(size_bytes)}},
     }
-    storage_class = (mc.get("spec") or {}).get("storageClassName")
+    storage_class = mc["spec"].get("storageClassName")
     if storage_class:
         spec["storageClassName"] = storage_class
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": _model_cache_meta(mc, names.pvc_name(mc["metadata"]["name"])),
+        "metadata": _model_cache_meta(mc, name),
         "spec": spec,
     }
 
 
-def service_account(mc: Object) -> Object:
+def service_account(mc: ModelCache) -> Object:
     name = names.downloader_name(mc["metadata"]["name"])
     return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _model_cache_meta(mc, name)}
 
 
-def role(mc: Object) -> Object:
+def role(mc: ModelCache) -> Object:
     """May read and patch this one cache's status, and nothing else."""
     name = names.downloader_name(mc["metadata"]["name"])
     return {
@@ -130,7 +135,7 @@ def role(mc: Object) -> Object:
     }
 
 
-def role_binding(mc: Object) -> Object:
+def role_binding(mc: ModelCache) -> Object:
     name = names.downloader_name(mc["metadata"]["name"])
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -143,8 +148,8 @@ def role_binding(mc: Object) -> Object:
     }
 
 
-def _job(mc: Object, name: str, args: list[str], image: str, claim: str | None) -> Object:
-    spec = mc.get("spec") or {}
+def _job(mc: ModelCache, name: str, args: list[str], image: str, claim: str | None) -> Object:
+    spec = mc["spec"]
     env = [
         {"name": "AIMD_MODEL_CACHE_NAME", "value": mc["metadata"]["name"]},
         {"name": "AIMD_MODEL_CACHE_NAMESPACE", "value": mc["metadata"]["namespace"]},
@@ -196,33 +201,35 @@ def _job(mc: Object, name: str, args: list[str], image: str, claim: str | None) 
     }
 
 
-def download_job(mc: Object, name: str, claim: str, image: str) -> Object:
+def download_job(mc: ModelCache, name: str, claim: str, image: str) -> Object:
     args = ["download", mc["spec"]["sourceUri"], "--target", MODEL_MOUNT]
     return _job(mc, name, args, image, claim)
 
 
-def probe_job(mc: Object, name: str, image: str) -> Object:
+def probe_job(mc: ModelCache, name: str, image: str) -> Object:
     return _job(mc, name, ["probe", mc["spec"]["sourceUri"]], image, None)
 
 
-def _workload_meta(svc: Object, labels: dict[str, str]) -> Object:
+def _workload_meta(svc: Service, labels: dict[str, str]) -> Object:
     """Metadata of the Deployment and the Service an AIMService runs on: its name, its owner."""
     return {
-        "name": svc["metadata"]["name"],
+        "name": names.workload_name(svc["metadata"]["name"]),
         "namespace": svc["metadata"]["namespace"],
         "labels": labels,
-        "ownerReferences": [owned_by(svc, kinds.SERVICES.kind)],
+        "ownerReferences": [
+            owner_reference(svc, kinds.SERVICES.kind, kinds.API_VERSION, controller=True)
+        ],
     }
 
 
-def _service_labels(svc: Object) -> dict[str, str]:
-    return {kinds.LABEL_SERVICE: svc["metadata"]["name"]}
+def _service_labels(svc: ObjectLike) -> dict[str, str]:
+    return {kinds.LABEL_SERVICE: label_value(svc["metadata"]["name"])}
 
 
-def deployment(svc: Object, template: Object, mounts: list[tuple[str, str]] | None) -> Object:
+def deployment(svc: Service, template: Template, mounts: list[tuple[str, str]] | None) -> Object:
     """The serving workload; ``mounts`` are (modelId, PVC) pairs, None without caching."""
-    tpl_spec = template.get("spec") or {}
-    svc_spec = svc.get("spec") or {}
+    tpl_spec = template["spec"]
+    svc_spec = svc["spec"]
     labels = _service_labels(svc)
     env = copy.deepcopy(tpl_spec.get("env") or []) + copy.deepcopy(svc_spec.get("env") or [])
     container: Object = {
@@ -261,9 +268,9 @@ def deployment(svc: Object, template: Object, mounts: list[tuple[str, str]] | No
     }
 
 
-def service(svc: Object, template: Object) -> Object:
+def service(svc: Service, template: Template) -> Object:
     labels = _service_labels(svc)
-    port = int((template.get("spec") or {}).get("port") or 8000)
+    port = int(template["spec"].get("port") or 8000)
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -275,9 +282,9 @@ def service(svc: Object, template: Object) -> Object:
     }
 
 
-def merged_env(*layers: list[Object]) -> list[Object]:
+def merged_env(*layers: list[EnvVar]) -> list[EnvVar]:
     """Env lists merged by name, later layers winning, in first-seen order."""
-    merged: dict[str, Object] = {}
+    merged: dict[str, EnvVar] = {}
     for layer in layers:
         for var in layer:
             merged[var["name"]] = var

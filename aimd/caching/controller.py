@@ -1,9 +1,8 @@
 """`aimd run`: every caching reconciler on the runtime's Manager, in one process.
 
-The handlers here are the B7 rule written down: each maps a change to every key that depends on
-it — an MC's change to every TC whose template needs its URI (not only the TC that made it), a
-TC's change to every service naming its template, a template's change to its TCs, services and
-the URIs it needs.
+:func:`install` declares the informers (:class:`~aimd.caching.state.State`), one controller per
+reconciler, and the handlers that map each change to the keys it wakes
+(:mod:`aimd.caching.wiring`, the B7 rule).
 """
 
 from __future__ import annotations
@@ -13,16 +12,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from aimd.api.kinds import LABEL_SERVICE
-from aimd.caching import metrics
+from aimd.api.types import Object, ObjectLike
+from aimd.caching import metrics, wiring
 from aimd.caching.model_cache import ModelCacheReconciler, RetryPolicy
 from aimd.caching.service import ServiceReconciler
-from aimd.caching.state import ANY_NAMESPACE, State
+from aimd.caching.state import State, Store
 from aimd.caching.template import TemplateReconciler
 from aimd.caching.template_cache import TemplateCacheReconciler
-from aimd.caching.templates import source_uris
 from aimd.kube.client import KubeClient
 from aimd.kube.errors import Conflict
 from aimd.runtime import Controller, Manager, Result
@@ -30,8 +28,9 @@ from aimd.settings import Settings, add_arguments
 
 log = logging.getLogger(__name__)
 
-Object = dict[str, Any]
+Key = tuple[str, str]
 DEFAULT_IMAGE = "ghcr.io/aimd/aimd:latest"
+V = TypeVar("V", bound=ObjectLike)
 
 
 @dataclass
@@ -39,27 +38,29 @@ class Caching:
     """The caching controllers of one manager (tests reach into them)."""
 
     state: State
-    templates: Controller[Any]
-    template_caches: Controller[Any]
-    model_caches: Controller[Any]
-    services: Controller[Any]
+    templates: Controller[Key]
+    template_caches: Controller[Key]
+    model_caches: Controller[Key]
+    services: Controller[Key]
+
+    def enqueue(self, keys: wiring.Keys) -> None:
+        for controller, wanted in (
+            (self.templates, keys.templates),
+            (self.template_caches, keys.template_caches),
+            (self.model_caches, keys.model_caches),
+            (self.services, keys.services),
+        ):
+            for key in wanted:
+                controller.enqueue(key)
 
 
-def _meta(old: Object | None, new: Object | None) -> Object:
-    obj = new if new is not None else old
-    assert obj is not None
-    return obj
-
-
-def _ns(obj: Object) -> str:
-    return str(obj["metadata"].get("namespace") or "")
-
-
-def conflicts_retried(reconcile: Callable[[Any], Awaitable[Result | None]]) -> Any:
+def conflicts_retried(
+    reconcile: Callable[[Key], Awaitable[Result | None]],
+) -> Callable[[Key], Awaitable[Result | None]]:
     """A 409 means the decision was taken on state older than the server's: not an error, just
     a reason to decide again (with the key's backoff) once the watch has brought the news."""
 
-    async def wrapped(key: Any) -> Result | None:
+    async def wrapped(key: Key) -> Result | None:
         try:
             return await reconcile(key)
         except Conflict:
@@ -72,22 +73,25 @@ def conflicts_retried(reconcile: Callable[[Any], Awaitable[Result | None]]) -> A
 def install(manager: Manager, image: str, policy: RetryPolicy | None = None) -> Caching:
     """Declares informers, indexes, controllers and handlers on ``manager``."""
     state = State(manager)
-    metrics.watch(state.model_caches.index, state.template_caches.index)
+    metrics.watch(state.model_caches.informer.index, state.template_caches.informer.index)
+
+    def controller(name: str, reconcile: Callable[[Key], Awaitable[Result | None]]) -> Any:
+        return manager.controller(name, conflicts_retried(reconcile))
+
+    template_caches = controller("templatecache", TemplateCacheReconciler(manager, state).reconcile)
+    model_caches = ModelCacheReconciler(
+        manager,
+        state,
+        image,
+        policy,
+        wake_template_cache=lambda namespace, name: template_caches.enqueue((namespace, name)),
+    )
     caching = Caching(
         state,
-        manager.controller(
-            "template", conflicts_retried(TemplateReconciler(manager, state).reconcile)
-        ),
-        manager.controller(
-            "templatecache", conflicts_retried(TemplateCacheReconciler(manager, state).reconcile)
-        ),
-        manager.controller(
-            "modelcache",
-            conflicts_retried(ModelCacheReconciler(manager, state, image, policy).reconcile),
-        ),
-        manager.controller(
-            "service", conflicts_retried(ServiceReconciler(manager, state).reconcile)
-        ),
+        templates=controller("template", TemplateReconciler(manager, state).reconcile),
+        template_caches=template_caches,
+        model_caches=controller("modelcache", model_caches.reconcile),
+        services=controller("service", ServiceReconciler(manager, state).reconcile),
     )
     _wire(caching)
     return caching
@@ -96,87 +100,22 @@ def install(manager: Manager, image: str, policy: RetryPolicy | None = None) -> 
 def _wire(c: Caching) -> None:
     s = c.state
 
-    def tc_keys(namespace: str, tc: Object) -> None:
-        """A TC changed: it, the services naming its template, and the URIs it needs."""
-        c.template_caches.enqueue((namespace, tc["metadata"]["name"]))
-        template_name = (tc.get("spec") or {}).get("templateName", "")
-        for svc in s.services_for_template(namespace, template_name):
-            c.services.enqueue((namespace, svc["metadata"]["name"]))
-        resolved = s.resolve_for_template_cache(tc)
-        uris = source_uris(resolved.template) if resolved else set()
-        uris |= {e.get("sourceUri") for e in (tc.get("status") or {}).get("modelCaches") or ()}
-        for uri in uris:
-            if uri:
-                c.model_caches.enqueue((namespace, uri))
+    def handle(store: Store[V], keys: Callable[[State, V | None, V | None], wiring.Keys]) -> None:
+        def handler(event: str, old: Object | None, new: Object | None) -> None:
+            c.enqueue(keys(s, cast(V | None, old), cast(V | None, new)))
 
-    def on_template(event: str, old: Object | None, new: Object | None) -> None:
-        obj = _meta(old, new)
-        namespace, name = _ns(obj), obj["metadata"]["name"]
-        c.templates.enqueue((namespace, name))
-        scope = namespace or ANY_NAMESPACE
-        for tc in s.template_caches_for_template(scope, name):
-            tc_keys(_ns(tc), tc)
-            for uri in source_uris(old) | source_uris(new):
-                c.model_caches.enqueue((_ns(tc), uri))
-        for svc in s.services_for_template(scope, name):
-            c.services.enqueue((_ns(svc), svc["metadata"]["name"]))
+        store.informer.add_handler(handler)
 
-    def on_template_cache(event: str, old: Object | None, new: Object | None) -> None:
-        obj = _meta(old, new)
-        tc_keys(_ns(obj), obj)
-        if old is not None and new is not None:
-            tc_keys(_ns(old), old)
-
-    def on_model_cache(event: str, old: Object | None, new: Object | None) -> None:
-        obj = _meta(old, new)
-        namespace, uri = _ns(obj), (obj.get("spec") or {}).get("sourceUri", "")
-        c.model_caches.enqueue((namespace, uri))
-        for tc in s.template_caches_needing(namespace, uri):
-            c.template_caches.enqueue((namespace, tc["metadata"]["name"]))
-        for tc in s.template_caches.index.list(namespace):
-            entries = (tc.get("status") or {}).get("modelCaches") or ()
-            if any(e.get("sourceUri") == uri for e in entries):
-                c.template_caches.enqueue((namespace, tc["metadata"]["name"]))
-
-    def on_child(event: str, old: Object | None, new: Object | None) -> None:
-        obj = _meta(old, new)
-        mc = s.model_cache_of(obj)
-        if mc is not None:
-            c.model_caches.enqueue((_ns(mc), mc["spec"]["sourceUri"]))
-
-    def on_service(event: str, old: Object | None, new: Object | None) -> None:
-        obj = _meta(old, new)
-        c.services.enqueue((_ns(obj), obj["metadata"]["name"]))
-
-    def on_workload(event: str, old: Object | None, new: Object | None) -> None:
-        obj = _meta(old, new)
-        name = (obj["metadata"].get("labels") or {}).get(LABEL_SERVICE)
-        if name:
-            c.services.enqueue((_ns(obj), name))
-
-    def on_namespace(event: str, old: Object | None, new: Object | None) -> None:
-        """A namespace began terminating: let finalizers go at once (D7)."""
-        if new is None or not new["metadata"].get("deletionTimestamp"):
-            return
-        namespace = new["metadata"]["name"]
-        for tc in s.template_caches.index.list(namespace):
-            c.template_caches.enqueue((namespace, tc["metadata"]["name"]))
-        for svc in s.services.index.list(namespace):
-            c.services.enqueue((namespace, svc["metadata"]["name"]))
-
-    handlers: list[tuple[Any, Callable[[str, Object | None, Object | None], None]]] = [
-        (s.templates_ns, on_template),
-        (s.templates_cluster, on_template),
-        (s.template_caches, on_template_cache),
-        (s.model_caches, on_model_cache),
-        (s.services, on_service),
-        (s.deployments, on_workload),
-        (s.workload_services, on_workload),
-        (s.namespaces, on_namespace),
-        *((informer, on_child) for informer in s.children),
-    ]
-    for informer, handler in handlers:
-        informer.add_handler(handler)
+    handle(s.templates_ns, wiring.on_template)
+    handle(s.templates_cluster, wiring.on_template)
+    handle(s.template_caches, wiring.on_template_cache)
+    handle(s.model_caches, wiring.on_model_cache)
+    handle(s.services, wiring.on_service)
+    handle(s.namespaces, wiring.on_namespace)
+    for workload in s.workloads:
+        handle(workload, wiring.on_workload)
+    for child in s.children:
+        handle(child, wiring.on_model_cache_child)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

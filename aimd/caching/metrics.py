@@ -11,17 +11,16 @@ from __future__ import annotations
 import weakref
 from collections import Counter as Tally
 from collections.abc import Iterable
-from typing import Any
+from typing import cast
 
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 import aimd.kube.metrics  # noqa: F401  (switches _created series off before anything is made)
-from aimd.caching.conditions import parse_time
+from aimd.api.meta import parse_time
+from aimd.api.types import ModelCache, TemplateCache
 from aimd.runtime.index import Index
-
-Object = dict[str, Any]
 
 TIME_TO_AVAILABLE_BUCKETS = (
     10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
@@ -65,10 +64,6 @@ def watch(model_caches: Index, template_caches: Index) -> None:
     _INDEXES["template_caches"] = template_caches
 
 
-def _status(obj: Object) -> Object:
-    return obj.get("status") or {}
-
-
 class CacheCollector(Collector):
     def describe(self) -> Iterable[Metric]:
         return self._families([], [])[:0]
@@ -76,9 +71,11 @@ class CacheCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         mcs = _INDEXES.get("model_caches")
         tcs = _INDEXES.get("template_caches")
-        return self._families(list(mcs or ()), list(tcs or ()))
+        return self._families(
+            cast(list[ModelCache], list(mcs or ())), cast(list[TemplateCache], list(tcs or ()))
+        )
 
-    def _families(self, mcs: list[Object], tcs: list[Object]) -> list[Metric]:
+    def _families(self, mcs: list[ModelCache], tcs: list[TemplateCache]) -> list[Metric]:
         by_status = GaugeMetricFamily(
             "aim_model_caches", "Model caches by status", labels=["namespace", "status"]
         )
@@ -108,7 +105,7 @@ class CacheCollector(Collector):
         for mc in mcs:
             namespace = mc["metadata"].get("namespace", "")
             name = mc["metadata"]["name"]
-            status = _status(mc)
+            status = mc["status"]
             state = status.get("status") or "Pending"
             counts[(namespace, state)] += 1
             if state == "Available":
@@ -132,7 +129,7 @@ class CacheCollector(Collector):
         tc_counts: Tally[tuple[str, str]] = Tally()
         for tc in tcs:
             tc_counts[
-                (tc["metadata"].get("namespace", ""), _status(tc).get("status") or "Pending")
+                (tc["metadata"].get("namespace", ""), tc["status"].get("status") or "Pending")
             ] += 1
         for (namespace, state), count in sorted(tc_counts.items()):
             tc_by_status.add_metric([namespace, state], count)

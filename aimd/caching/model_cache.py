@@ -3,30 +3,43 @@
 Why that key and not an MC name: demand (the TCs whose template needs the URI) and supply (the
 MCs that have it) meet on the URI. One worker per key means two templates asking for the same model
 at once cannot make two caches, and a cache made by hand is found the way one made by a template
-is (SPEC B2).
+is (SPEC B2). The key's URI is the normalised :func:`~aimd.api.sources.source_key` (B10).
 
 Per MC the life is: size known (from the spec, else a probe Job) → PVC → download Job → Available
 once the Job is Complete *and* the PVC Bound; a failed Job counts a failure and a new Job (a new
-name: the attempt is in it) starts after an exponential backoff (B4). The current attempt's Job
-name is derived from the PVC's uid and the failure count, so a status that says Available refers to
-one volume: a new volume means a new attempt (B8).
+name: the attempt is in it) starts after an exponential backoff (B4). A volume's name is used for
+one volume only (:func:`~aimd.caching.names.pvc_name`), so a Deployment that mounts a claim by name
+never mounts a new, empty volume in an old one's place (B8, E6).
+
+Each MC of a key is driven on its own: one that the API server refuses a child for says so in its
+status and is retried on a bounded backoff, without holding up the others (E6).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from aimd.api import kinds
-from aimd.caching import builders, metrics, names
-from aimd.caching.conditions import job_outcome, parse_time, set_condition, timestamp
-from aimd.caching.conditions import now as _now
-from aimd.caching.quantity import parse_bytes
-from aimd.caching.state import State, live, oldest_first
+from aimd.api.meta import condition, live, now, oldest_first, parse_time, rfc3339, set_condition
+from aimd.api.quantity import display_size, parse_bytes
+from aimd.api.reasons import Reason
+from aimd.api.sources import source_key
+from aimd.api.types import ModelCache, Object
+from aimd.caching import builders, metrics, names, rules
+from aimd.caching.state import State
 from aimd.caching.templates import model_sources
-from aimd.caching.writes import create_or_adopt, write_status
+from aimd.caching.writes import (
+    Refused,
+    create_or_adopt,
+    creator_name,
+    delete_as_decided,
+    delete_child,
+    hand_over,
+    write_status,
+)
 from aimd.kube import resources
 from aimd.kube.errors import NotFound
 from aimd.kube.resources import Resource
@@ -34,16 +47,21 @@ from aimd.runtime import Manager, Result
 
 log = logging.getLogger(__name__)
 
-Object = dict[str, Any]
 Key = tuple[str, str]
 
-PENDING, PROGRESSING, AVAILABLE, FAILED = "Pending", "Progressing", "Available", "Failed"
+PENDING, PROGRESSING, AVAILABLE, FAILED = (
+    rules.PENDING,
+    rules.PROGRESSING,
+    rules.AVAILABLE,
+    rules.FAILED,
+)
 OWNED_FIELDS = (
     "status",
     "conditions",
     "observedGeneration",
     "persistentVolumeClaim",
     "sizeBytes",
+    "displaySize",
     "failures",
     "nextRetryTime",
     "retryRequest",
@@ -51,6 +69,9 @@ OWNED_FIELDS = (
     "availableTime",
     "job",
 )
+# A refused child is tried again after about as long as it has been refused: 5 s at first,
+# doubling, never more than 5 minutes apart (E6: bounded, and quick once the quota is raised).
+REFUSAL_RETRY = (5.0, 300.0)
 
 
 @dataclass(frozen=True)
@@ -73,9 +94,11 @@ class Event:
 
 @dataclass
 class Plan:
-    """What one MC needs: children to create, its status, Events, when to look again."""
+    """What one MC needs: children to create, Jobs to remove, its status, Events, when to look
+    again."""
 
     creates: list[tuple[Resource, Object]] = field(default_factory=list)
+    deletes: list[Object] = field(default_factory=list)
     status: Object = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
@@ -89,45 +112,73 @@ class Plan:
 class Observed:
     """An MC's children as the index has them (None: absent, or owned by someone else)."""
 
-    pvc: Object | None
+    pvc: Object | None  # the claim its status names (or its first, before it has one)
     jobs: dict[str, Object]
     downloader_ready: tuple[bool, bool, bool]  # ServiceAccount, Role, RoleBinding exist
+    namesake_volumes: tuple[Object, ...] = ()  # PVCs an earlier MC of this name left behind
 
 
-def known_size(mc: Object) -> int | None:
-    status = mc.get("status") or {}
+def known_size(mc: ModelCache) -> int | None:
     return (
-        parse_bytes((mc.get("spec") or {}).get("size"))
-        or parse_bytes((status.get("probe") or {}).get("sizeBytes"))
+        parse_bytes(mc["spec"].get("size"))
+        or parse_bytes(mc["status"].get("probe", {}).get("sizeBytes"))
         or None
     )
+
+
+def job_outcome(job: Object | None) -> str | None:
+    """``"Complete"``, ``"Failed"`` or None (running, or no Job) from a Job's status."""
+    if job is None:
+        return None
+    status = job.get("status") or {}
+    for item in status.get("conditions") or ():
+        if item.get("status") == "True" and item.get("type") in ("Complete", "Failed"):
+            return str(item["type"])
+    if status.get("succeeded"):
+        return "Complete"
+    if status.get("failed"):
+        return "Failed"
+    return None
+
+
+def jobs_to_remove(jobs: dict[str, Object], current: str | None) -> list[Object]:
+    """Old attempts do not pile up (E7): the current Job and the last failed download stay; the
+    rest go, and a probe goes once its outcome is in status (it is never current then)."""
+    finished = [job for name, job in jobs.items() if name != current]
+    failed_downloads = [
+        job
+        for job in oldest_first(finished)
+        if job_outcome(job) == "Failed" and "-probe-" not in job["metadata"]["name"]
+    ]
+    keep = {failed_downloads[-1]["metadata"]["name"]} if failed_downloads else set()
+    return [job for job in finished if job["metadata"]["name"] not in keep]
 
 
 class _Decision:
     """Builds one MC's plan; the helpers keep :func:`decide` readable."""
 
-    def __init__(self, mc: Object, image: str, now: datetime, policy: RetryPolicy) -> None:
+    def __init__(self, mc: ModelCache, image: str, now: datetime, policy: RetryPolicy) -> None:
         self.mc = mc
         self.image = image
         self.now = now
         self.policy = policy
-        self.status = mc.get("status") or {}
+        self.status = mc["status"]
         self.generation = mc["metadata"].get("generation")
         self.failures = int(self.status.get("failures") or 0)
         self.plan = Plan()
         self.plan.status = {k: self.status.get(k) for k in OWNED_FIELDS}
         self.plan.status["observedGeneration"] = self.generation
         self.plan.status["failures"] = self.failures or None
-        requested = (mc["metadata"].get("annotations") or {}).get(kinds.ANNOTATION_RETRY)
+        requested = mc["metadata"].get("annotations", {}).get(kinds.ANNOTATION_RETRY)
         if requested and self.status.get("status") != FAILED:
             # A retry asked for while nothing has failed is spent, not saved for a later failure.
             self.plan.status["retryRequest"] = requested
 
     @property
     def uri(self) -> str:
-        return str(self.mc["spec"]["sourceUri"])
+        return self.mc["spec"]["sourceUri"]
 
-    def set(self, state: str, ready: bool, reason: str, message: str) -> None:
+    def set(self, state: str, ready: bool, reason: Reason | str, message: str) -> None:
         self.plan.status["status"] = state
         self.plan.status["conditions"] = set_condition(
             list(self.status.get("conditions") or ()),
@@ -153,7 +204,7 @@ class _Decision:
         observed = self.status.get("observedGeneration")
         if observed is not None and observed != self.generation:
             return False
-        requested = (self.mc["metadata"].get("annotations") or {}).get(kinds.ANNOTATION_RETRY)
+        requested = self.mc["metadata"].get("annotations", {}).get(kinds.ANNOTATION_RETRY)
         if requested and requested != self.status.get("retryRequest"):
             self.plan.status["retryRequest"] = requested
             return False
@@ -176,68 +227,112 @@ class _Decision:
         failures = self.failures + 1
         retry = self.now + timedelta(seconds=self.policy.delay(failures))
         self.plan.status["failures"] = failures
-        self.plan.status["lastFailureTime"] = timestamp(self.now)
+        self.plan.status["lastFailureTime"] = rfc3339(self.now)
         self.set(
             FAILED,
             False,
             reason,
-            f"{message} (failure {failures}); aimd retries at {timestamp(retry)}",
+            f"{message} (failure {failures}); aimd retries at {rfc3339(retry)}",
         )
-        self.plan.status["nextRetryTime"] = timestamp(retry)
+        self.plan.status["nextRetryTime"] = rfc3339(retry)
         self.plan.requeue_after = self.policy.delay(failures)
         self.plan.failed_reason = reason
         self.plan.events.append(Event("Warning", reason, f"{self.uri}: {message}"))
 
+    def available(self, claim: str, size: int) -> None:
+        """Available says so completely: progress at 100 % with the bytes, whether or not the
+        download reported its last tick (E7)."""
+        progress = self.status.get("progress", {})
+        total = int(progress.get("totalBytes") or size)
+        self.plan.status["progress"] = {
+            "totalBytes": total,
+            "downloadedBytes": total,
+            "percentage": 100,
+            "bytesPerSecond": 0,
+        }
+        self.plan.status["displayPercentage"] = "100%"
+        self.plan.status["availableTime"] = self.status.get("availableTime") or rfc3339(self.now)
+        self.set(AVAILABLE, True, Reason.AVAILABLE, f"{self.uri} is on volume {claim}")
 
-def decide(mc: Object, seen: Observed, image: str, now: datetime, policy: RetryPolicy) -> Plan:
+
+def _downloader(mc: ModelCache, seen: Observed) -> list[tuple[Resource, Object]]:
+    """The ServiceAccount, Role and RoleBinding the Jobs run as, where missing."""
+    sa, role, binding = seen.downloader_ready
+    wanted = (
+        (sa, resources.SERVICE_ACCOUNTS, builders.service_account(mc)),
+        (role, resources.ROLES, builders.role(mc)),
+        (binding, resources.ROLE_BINDINGS, builders.role_binding(mc)),
+    )
+    return [(resource, body) for exists, resource, body in wanted if not exists]
+
+
+def claim_name(mc: ModelCache, volume_lost: bool) -> str:
+    """The claim this MC's data lives on: the one its status names, else its first; a new name
+    when the one its status names was lost after it held a whole model (B8)."""
+    recorded = mc["status"].get("persistentVolumeClaim")
+    uid = mc["metadata"]["uid"]
+    if not recorded:
+        return names.pvc_name(mc["metadata"]["name"], uid)
+    if volume_lost:
+        return names.pvc_name(mc["metadata"]["name"], uid, replaces=recorded)
+    return recorded
+
+
+def decide(mc: ModelCache, seen: Observed, image: str, now: datetime, policy: RetryPolicy) -> Plan:
     """The children and status one MC needs now, from what the index shows (pure)."""
     d = _Decision(mc, image, now, policy)
-    name = mc["metadata"]["name"]
-    sa, role, binding = seen.downloader_ready
-    for exists, body in (
-        (sa, builders.service_account(mc)),
-        (role, builders.role(mc)),
-        (binding, builders.role_binding(mc)),
-    ):
-        if not exists:
-            kind = {"ServiceAccount": resources.SERVICE_ACCOUNTS, "Role": resources.ROLES}
-            d.plan.creates.append((kind.get(body["kind"], resources.ROLE_BINDINGS), body))
-
+    d.plan.creates += _downloader(mc, seen)
     size = known_size(mc)
     if size is None:
         _probe(d, seen)
         return d.plan
     d.plan.status["sizeBytes"] = size
-    claim = names.pvc_name(name)
-    d.plan.status["persistentVolumeClaim"] = claim
+    d.plan.status["displaySize"] = display_size(size)
+    if seen.namesake_volumes:
+        old = seen.namesake_volumes[0]["metadata"]["name"]
+        why = (
+            "a pod still mounts it"
+            if seen.namesake_volumes[0]["metadata"].get("deletionTimestamp")
+            else "the garbage collector has yet to remove it"
+        )
+        d.set(
+            PENDING,
+            False,
+            Reason.VOLUME_RELEASING,
+            f"waiting for volume {old} of an earlier AIMModelCache of this name to be released "
+            f"({why}); this cache downloads once it is gone",
+        )
+        return d.plan
+    was_available = d.status.get("status") == AVAILABLE
     pvc = seen.pvc
+    lost = pvc is None and was_available
+    claim = pvc["metadata"]["name"] if pvc is not None else claim_name(mc, lost)
+    d.plan.status["persistentVolumeClaim"] = claim
     if pvc is None:
         d.plan.creates.append(
-            (resources.PERSISTENT_VOLUME_CLAIMS, builders.persistent_volume_claim(mc, size))
+            (resources.PERSISTENT_VOLUME_CLAIMS, builders.persistent_volume_claim(mc, claim, size))
         )
-        if d.status.get("status") == AVAILABLE:
+        if lost:
             # B8: never report Available for a volume that is gone.
             d.plan.status["availableTime"] = None
             d.set(
-                PROGRESSING, False, "VolumeLost", f"volume {claim} disappeared; downloading again"
+                PROGRESSING,
+                False,
+                Reason.VOLUME_LOST,
+                f"volume {d.status.get('persistentVolumeClaim')} disappeared; downloading again "
+                f"into {claim}",
             )
             d.plan.events.append(
-                Event("Warning", "VolumeLost", f"{claim} is gone; downloading {d.uri} again")
+                Event("Warning", Reason.VOLUME_LOST, f"volume lost; downloading {d.uri} again")
             )
         elif d.status.get("status") != FAILED:
-            d.set(PENDING, False, "CreatingVolume", f"creating volume {claim}")
+            d.set(PENDING, False, Reason.CREATING_VOLUME, f"creating volume {claim}")
         return d.plan
-    if pvc["metadata"].get("deletionTimestamp"):
-        d.set(
-            PROGRESSING,
-            False,
-            "VolumeReleasing",
-            f"waiting for the old volume {claim} to be released",
-        )
-        return d.plan
-    job_name = names.download_job_name(name, pvc["metadata"]["uid"], d.failures)
+    job_name = names.download_job_name(mc["metadata"]["name"], pvc["metadata"]["uid"], d.failures)
     bound = (pvc.get("status") or {}).get("phase") == "Bound"
-    if d.status.get("status") == AVAILABLE and d.status.get("job") == job_name:
+    if was_available and d.status.get("job") == job_name:
+        d.available(claim, size)
+        d.plan.deletes = jobs_to_remove(seen.jobs, job_name)
         return d.plan
     job = seen.jobs.get(job_name)
     if job is None:
@@ -246,25 +341,29 @@ def decide(mc: Object, seen: Observed, image: str, now: datetime, policy: RetryP
                 resources.JOBS, builders.download_job(mc, job_name, claim, image), "downloading"
             )
             d.plan.started = True
-            d.set(PROGRESSING, False, "Downloading", f"downloading {d.uri} into {claim}")
+            d.set(PROGRESSING, False, Reason.DOWNLOADING, f"downloading {d.uri} into {claim}")
+        d.plan.deletes = jobs_to_remove(seen.jobs, None)
         return d.plan
+    d.plan.deletes = jobs_to_remove(seen.jobs, job_name)
     outcome = job_outcome(job)
     if outcome is None:
         d.plan.status["job"] = job_name
-        d.set(PROGRESSING, False, "Downloading", f"downloading {d.uri} into {claim}")
+        d.set(PROGRESSING, False, Reason.DOWNLOADING, f"downloading {d.uri} into {claim}")
     elif outcome == "Complete" and bound:
         d.plan.status["job"] = job_name
-        d.plan.status["availableTime"] = d.status.get("availableTime") or timestamp(now)
-        d.set(AVAILABLE, True, "Available", f"{d.uri} is on volume {claim}")
+        d.available(claim, size)
         d.plan.succeeded = True
-        d.plan.events.append(Event("Normal", "Available", f"{d.uri} is ready on {claim}"))
+        d.plan.events.append(Event("Normal", Reason.AVAILABLE, f"{d.uri} is ready on {claim}"))
     elif outcome == "Complete":
         d.set(
-            PROGRESSING, False, "WaitingForVolume", f"downloaded; waiting for {claim} to be bound"
+            PROGRESSING,
+            False,
+            Reason.WAITING_FOR_VOLUME,
+            f"downloaded; waiting for {claim} to be bound",
         )
     else:
-        failure = d.status.get("lastDownloadFailure") or {}
-        reason = str(failure.get("reason") or "DownloadFailed")
+        failure = d.status.get("lastDownloadFailure", {})
+        reason = str(failure.get("reason") or Reason.DOWNLOAD_FAILED)
         message = str(failure.get("message") or f"download Job {job_name} failed")
         d.fail(reason, message)
     return d.plan
@@ -278,30 +377,61 @@ def _probe(d: _Decision, seen: Observed) -> None:
     if job is None:
         if not d.waiting_to_retry():
             d.start(resources.JOBS, builders.probe_job(d.mc, job_name, d.image), "probing")
-            d.set(PENDING, False, "ProbingSize", f"learning the size of {d.uri}")
+            d.set(PENDING, False, Reason.PROBING_SIZE, f"learning the size of {d.uri}")
+        d.plan.deletes = jobs_to_remove(seen.jobs, None)
         return
+    d.plan.deletes = jobs_to_remove(seen.jobs, job_name)
     outcome = job_outcome(job)
-    probe = d.status.get("probe") or {}
+    probe = d.status.get("probe", {})
     if outcome is None:
         d.plan.status["job"] = job_name
-        d.set(PENDING, False, "ProbingSize", f"learning the size of {d.uri}")
+        d.set(PENDING, False, Reason.PROBING_SIZE, f"learning the size of {d.uri}")
     else:
-        reason = str(probe.get("reason") or "ProbeFailed")
+        reason = str(probe.get("reason") or Reason.PROBE_FAILED)
         message = str(probe.get("message") or f"probe Job {job_name} did not report a size")
         d.fail(reason, message)
+
+
+def refused(mc: ModelCache, refusal: Refused, moment: datetime) -> tuple[Object, float]:
+    """The status fields (and the delay to the next try) of an MC whose child the API server
+    refused: its own words, in the Ready condition (E6)."""
+    current = condition(mc, "Ready")
+    since = parse_time(current.get("lastTransitionTime")) if current else None
+    if current is None or current.get("reason") != Reason.CREATE_REFUSED or since is None:
+        since = moment
+    low, high = REFUSAL_RETRY
+    delay = min(high, max(low, (moment - since).total_seconds()))
+    message = f"{refusal.sentence()}; aimd tries again within {delay:.0f}s"
+    conditions = set_condition(
+        list(mc["status"].get("conditions") or ()),
+        "Ready",
+        False,
+        Reason.CREATE_REFUSED,
+        message[:1024],
+        mc["metadata"].get("generation"),
+        moment,
+    )
+    status = {"status": mc["status"].get("status") or PENDING, "conditions": conditions}
+    return status, delay
 
 
 class ModelCacheReconciler:
     """Ensures one MC per demanded ``(namespace, sourceUri)`` and drives each MC of the key."""
 
     def __init__(
-        self, manager: Manager, state: State, image: str, policy: RetryPolicy | None = None
+        self,
+        manager: Manager,
+        state: State,
+        image: str,
+        policy: RetryPolicy | None = None,
+        wake_template_cache: Callable[[str, str], None] = lambda namespace, name: None,
     ) -> None:
         self.manager = manager
         self.client = manager.client
         self.state = state
         self.image = image
         self.policy = policy or RetryPolicy()
+        self.wake_template_cache = wake_template_cache
 
     async def reconcile(self, key: Key) -> Result | None:
         namespace, uri = key
@@ -309,34 +439,51 @@ class ModelCacheReconciler:
             return None
         supply = [mc for mc in self.state.model_caches_for(namespace, uri) if live(mc)]
         if not supply:
-            await self._create_for_demand(namespace, uri)
-            return None
+            return await self._create_for_demand(namespace, uri)
         requeue: list[float] = []
         for mc in oldest_first(supply):
+            if await self._release_orphan(mc):
+                continue
             after = await self._drive(mc)
             if after is not None:
                 requeue.append(after)
         return Result(requeue_after=min(requeue)) if requeue else None
 
-    async def _create_for_demand(self, namespace: str, uri: str) -> None:
+    async def _create_for_demand(self, namespace: str, uri: str) -> Result | None:
+        """B2: the oldest TC that needs ``uri`` gets an MC for it, labelled as its own."""
         demand = self.state.template_caches_needing(namespace, uri)
         if not demand:
-            return
+            self.state.refusals.pop((namespace, uri), None)
+            return None
         first = demand[0]
         resolved = self.state.resolve_for_template_cache(first)
         assert resolved is not None  # template_caches_needing resolved it
-        source = next(s for s in model_sources(resolved.template) if s.source_uri == uri)
-        tc_spec = first.get("spec") or {}
+        source = next(
+            s for s in model_sources(resolved.template) if source_key(s.source_uri) == uri
+        )
+        tc_spec = first["spec"]
         body = builders.model_cache(
             namespace,
-            uri,
+            source.source_uri,
             source.model_id,
             source.size,
             first["metadata"]["name"],
             env=builders.merged_env(list(tc_spec.get("env") or ()), list(source.env)),
             storage_class=tc_spec.get("storageClassName"),
         )
-        if await create_or_adopt(self.client, kinds.MODEL_CACHES, body):
+        try:
+            created = await create_or_adopt(self.client, kinds.MODEL_CACHES, body)
+        except Refused as refusal:
+            # Said in the status of every TC that waits for it (the TC reconciler reads this).
+            moment = now()
+            since = self.state.refusals.get((namespace, uri), (moment, ""))[0]
+            self.state.refusals[(namespace, uri)] = (since, refusal.sentence()[:1024])
+            for tc in demand:
+                self.wake_template_cache(namespace, tc["metadata"]["name"])
+            low, high = REFUSAL_RETRY
+            return Result(requeue_after=min(high, max(low, (moment - since).total_seconds())))
+        self.state.refusals.pop((namespace, uri), None)
+        if created:
             metrics.CACHE_REQUESTS.labels(namespace, "created").inc()
             log.info("created model cache %s/%s for %s", namespace, body["metadata"]["name"], uri)
             self.manager.events.normal(
@@ -344,40 +491,89 @@ class ModelCacheReconciler:
                 "CreatedModelCache",
                 f"created AIMModelCache {body['metadata']['name']} for {uri}",
             )
+        return None
 
-    async def _drive(self, mc: Object) -> float | None:
-        name = mc["metadata"]["name"]
+    async def _release_orphan(self, mc: ModelCache) -> bool:
+        """D2, applied late: an MC whose creating TC is gone without having released it (the TC's
+        cleanup read an index that did not hold this MC yet) is handed to a TC that still needs
+        it, or deleted if it is not Available. True if the MC is no longer this key's business."""
+        creator = creator_name(mc, kinds.LABEL_CREATED_BY_TEMPLATE_CACHE)
+        if not creator or rules.is_available(mc):
+            return False
+        namespace = mc["metadata"]["namespace"]
+        if self.state.template_caches.get(creator, namespace) is not None:
+            return False
+        others = self.state.template_caches_needing(namespace, mc["spec"]["sourceUri"])
+        plan = rules.plan_release(mc, others, available=False)
+        if plan.action is rules.Release.HAND_OVER and plan.heir:
+            await hand_over(
+                self.client,
+                kinds.MODEL_CACHES,
+                mc,
+                kinds.LABEL_CREATED_BY_TEMPLATE_CACHE,
+                plan.heir,
+            )
+            return False
+        if plan.action is rules.Release.DELETE and rules.may_delete(mc):
+            await delete_as_decided(self.client, kinds.MODEL_CACHES, mc)
+            log.info(
+                "deleted model cache %s/%s: its template cache %s is gone and it was not Available",
+                namespace,
+                mc["metadata"]["name"],
+                creator,
+            )
+            return True
+        return False
+
+    def _observe(self, mc: ModelCache) -> Observed:
         s = self.state
+        name = mc["metadata"]["name"]
         downloader = names.downloader_name(name)
-        seen = Observed(
-            pvc=s.owned(s.pvcs, mc, names.pvc_name(name)),
+        claim = mc["status"].get("persistentVolumeClaim") or names.pvc_name(
+            name, mc["metadata"]["uid"]
+        )
+        return Observed(
+            pvc=s.owned(s.pvcs, mc, claim),
             jobs=s.jobs_of(mc),
             downloader_ready=(
                 s.owned(s.service_accounts, mc, downloader) is not None,
                 s.owned(s.roles, mc, downloader) is not None,
                 s.owned(s.role_bindings, mc, downloader) is not None,
             ),
+            namesake_volumes=tuple(s.volumes_of_namesakes(mc)),
         )
-        plan = decide(mc, seen, self.image, _now(), self.policy)
-        namespace = mc["metadata"]["namespace"]
-        created_pvc = await self._create(mc, plan)
-        if created_pvc is not None:
-            # The Job's name needs the new PVC's uid, which the create just returned: start it
-            # in this pass rather than write a Pending status the next pass would overwrite.
-            seen = Observed(created_pvc, seen.jobs, (True, True, True))
-            plan = decide(mc, seen, self.image, _now(), self.policy)
-            await self._create(mc, plan)
+
+    async def _drive(self, mc: ModelCache) -> float | None:
+        seen = self._observe(mc)
+        plan = decide(mc, seen, self.image, now(), self.policy)
+        try:
+            created_pvc = await self._create(mc, plan)
+            if created_pvc is not None:
+                # The Job's name needs the new PVC's uid, which the create just returned: start it
+                # in this pass rather than write a Pending status the next pass would overwrite.
+                seen = Observed(created_pvc, seen.jobs, (True, True, True))
+                plan = decide(mc, seen, self.image, now(), self.policy)
+                await self._create(mc, plan)
+        except Refused as refusal:
+            status, delay = refused(mc, refusal, now())
+            try:
+                await write_status(self.client, kinds.MODEL_CACHES, mc, status)
+            except NotFound:
+                return None
+            return delay
         try:
             wrote = await write_status(self.client, kinds.MODEL_CACHES, mc, plan.status)
         except NotFound:
             return None
         if wrote:
-            self._count(mc, plan, namespace)
+            self._count(mc, plan)
             for event in plan.events:
                 self.manager.events.record(mc, event.type, event.reason, event.note)
+        for job in plan.deletes:
+            await delete_child(self.client, resources.JOBS, job)
         return plan.requeue_after
 
-    async def _create(self, mc: Object, plan: Plan) -> Object | None:
+    async def _create(self, mc: ModelCache, plan: Plan) -> Object | None:
         """Creates the plan's children; returns the PVC if this call created it."""
         created_pvc = None
         for resource, body in plan.creates:
@@ -392,9 +588,10 @@ class ModelCacheReconciler:
                     created_pvc = created
         return created_pvc
 
-    def _count(self, mc: Object, plan: Plan, namespace: str) -> None:
+    def _count(self, mc: ModelCache, plan: Plan) -> None:
         """Counters move only with the status write that records the fact, so a reconcile that
         repeats (conflict, restart) does not count twice."""
+        namespace = mc["metadata"]["namespace"]
         if plan.started:
             metrics.DOWNLOADS_STARTED.labels(namespace).inc()
         if plan.retried:
@@ -406,5 +603,5 @@ class ModelCacheReconciler:
             metrics.DOWNLOAD_BYTES.labels(namespace).inc(int(plan.status.get("sizeBytes") or 0))
             created = parse_time(mc["metadata"].get("creationTimestamp"))
             if created is not None:
-                seconds = max(0.0, (_now() - created).total_seconds())
+                seconds = max(0.0, (now() - created).total_seconds())
                 metrics.TIME_TO_AVAILABLE.labels(namespace).observe(seconds)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from aimd.api.sources import source_key
+
 MAX_NAME = 63
 _NOT_ALLOWED = re.compile(r"[^a-z0-9]+")
 
@@ -26,14 +28,16 @@ def slug(text: str) -> str:
 
 def _join(stem: str, suffix: str) -> str:
     room = MAX_NAME - len(suffix) - 1
-    stem = stem[:room].rstrip("-") or "x"
+    stem = stem[:room].rstrip("-.") or "x"
     return f"{stem}-{suffix}"
 
 
 def model_cache_name(source_uri: str) -> str:
-    """The one name aimd gives the model cache of ``source_uri`` in any namespace."""
-    _, _, rest = source_uri.partition("://")
-    return _join(slug(rest or source_uri), short_hash(source_uri))
+    """The one name aimd gives the model cache of ``source_uri`` in any namespace (every spelling
+    of one model gets the same name: SPEC B10)."""
+    key = source_key(source_uri)
+    _, _, rest = key.partition("://")
+    return _join(slug(rest or key), short_hash(key))
 
 
 def template_cache_name(template_name: str, scope: str) -> str:
@@ -47,11 +51,28 @@ def child_name(owner: str, suffix: str) -> str:
     name = f"{owner}-{suffix}"
     if len(name) <= MAX_NAME:
         return name
-    return _join(f"{owner[: MAX_NAME - len(suffix) - 11]}-{short_hash(owner)}", suffix)
+    stem = owner[: MAX_NAME - len(suffix) - 11].rstrip("-.")
+    return _join(f"{stem}-{short_hash(owner)}", suffix)
 
 
-def pvc_name(model_cache: str) -> str:
-    return child_name(model_cache, "data")
+def pvc_name(model_cache: str, uid: str, replaces: str | None = None) -> str:
+    """The volume of one model cache. Each name is used for one volume only: it carries the
+    cache's uid (a cache re-created under the same name gets another) and, when it replaces a
+    lost or too small volume, a hash of the one it replaces. So a Deployment that mounts a claim
+    by name can never mount a new, empty volume that took an old one's place (SPEC E6, B8)."""
+    tag = short_hash(uid, replaces or "", length=6)
+    return child_name(model_cache, f"data-{tag}")
+
+
+def workload_name(service: str) -> str:
+    """The Deployment and Service of an AIMService: its own name where that is a valid Service
+    name (a DNS-1035 label), else a slug of it with a hash."""
+    if len(service) <= MAX_NAME and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", service):
+        return service
+    stem = slug(service)
+    if not stem[:1].isalpha():
+        stem = f"svc-{stem}"
+    return _join(stem, short_hash(service))
 
 
 def downloader_name(model_cache: str) -> str:

@@ -11,67 +11,71 @@ import hashlib
 import json
 import logging
 from datetime import datetime
-from typing import Any
 
 from aimd.api import kinds
-from aimd.caching import builders, metrics
-from aimd.caching.conditions import now, set_condition
-from aimd.caching.state import CREATED_BY_SERVICE, State, live, oldest_first
+from aimd.api.meta import live, now, set_condition, why
+from aimd.api.reasons import Reason
+from aimd.api.types import Condition, Object, Service, ServiceCache, TemplateCache, view
+from aimd.caching import builders, metrics, names, rules
+from aimd.caching.state import State
 from aimd.caching.templates import Resolved, problems
 from aimd.caching.writes import (
+    Refused,
     create_or_adopt,
-    delete_exact,
+    creator_name,
+    delete_as_decided,
     finalized,
+    hand_over,
+    refusals_raised,
     remove_finalizer,
-    set_label,
     write_status,
 )
 from aimd.kube import resources
-from aimd.kube.errors import ApiError, Conflict, NotFound
+from aimd.kube.errors import NotFound
 from aimd.kube.resources import Resource
 from aimd.runtime import Manager, Result
 
 log = logging.getLogger(__name__)
 
-Object = dict[str, Any]
 Key = tuple[str, str]
 SPEC_HASH = f"{kinds.GROUP}/spec-hash"
+# A refused workload is tried again on this bounded backoff (E6), not the queue's 1000 s cap.
+REFUSAL_RETRY = 30.0
 
 
-def caching(svc: Object) -> bool:
-    return bool((svc.get("spec") or {}).get("cacheModel"))
+def caching(svc: Service) -> bool:
+    return bool(svc["spec"].get("cacheModel"))
 
 
-def template_cache_matches(tc: Object, resolved: Resolved) -> bool:
+def template_cache_matches(tc: TemplateCache, resolved: Resolved) -> bool:
     """A TC serves this template when it names it and its scope (if any) is the resolved one."""
-    spec = tc.get("spec") or {}
+    spec = tc["spec"]
     return spec.get("templateName") == resolved.template["metadata"]["name"] and spec.get(
         "templateScope"
     ) in (None, resolved.scope)
 
 
-def reusable_template_cache(candidates: list[Object], resolved: Resolved) -> Object | None:
-    """The TC a service uses: a live matching one, Available first, then the oldest."""
-    usable = [
-        tc for tc in oldest_first(candidates) if live(tc) and template_cache_matches(tc, resolved)
-    ]
-    available = [tc for tc in usable if (tc.get("status") or {}).get("status") == "Available"]
-    chosen = available or usable
-    return chosen[0] if chosen else None
+def reusable_template_cache(
+    candidates: list[TemplateCache], resolved: Resolved
+) -> TemplateCache | None:
+    """The TC a service uses: among the matching ones, Available first, then the oldest."""
+    return rules.prefer_available_then_oldest(
+        [tc for tc in candidates if template_cache_matches(tc, resolved)]
+    )
 
 
-def mounts_of(tc: Object) -> list[tuple[str, str]]:
+def mounts_of(tc: TemplateCache) -> list[tuple[str, str]]:
     """(modelId, PVC) of every model cache of an Available TC."""
     return [
-        (entry["modelId"], entry["persistentVolumeClaim"])
-        for entry in (tc.get("status") or {}).get("modelCaches") or ()
+        (entry.get("modelId", ""), entry["persistentVolumeClaim"])
+        for entry in tc["status"].get("modelCaches") or ()
         if entry.get("persistentVolumeClaim")
     ]
 
 
-def workload_status(svc: Object, deployment: Object | None) -> tuple[str, str]:
+def workload_status(svc: Service, deployment: Object | None) -> tuple[str, str]:
     """(status, message) of a service whose workload exists."""
-    wanted = int((svc.get("spec") or {}).get("replicas", 1))
+    wanted = int(svc["spec"].get("replicas", 1))
     ready = int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
     if ready >= wanted and deployment is not None:
         return "Running", f"{ready}/{wanted} replicas ready"
@@ -80,78 +84,89 @@ def workload_status(svc: Object, deployment: Object | None) -> tuple[str, str]:
     return "Starting", f"waiting for {wanted} replica(s) to be ready"
 
 
+READY_REASON = {
+    "Running": Reason.RUNNING,
+    "Degraded": Reason.DEGRADED,
+    "Starting": Reason.STARTING,
+}
+
+
 def desired_status(
-    svc: Object,
+    svc: Service,
     resolved: Resolved | None,
-    tc: Object | None,
+    tc: TemplateCache | None,
     deployment: Object | None,
     moment: datetime,
 ) -> Object:
     """The service's status, conditions TemplateResolved, CacheReady and Ready (pure)."""
-    status = svc.get("status") or {}
     generation = svc["metadata"].get("generation")
-    conditions = list(status.get("conditions") or ())
+    conditions: list[Condition] = list(svc["status"].get("conditions") or ())
 
     def cond(type_: str, ok: bool, reason: str, message: str) -> None:
         nonlocal conditions
         conditions = set_condition(conditions, type_, ok, reason, message, generation, moment)
 
-    template_name = (svc.get("spec") or {}).get("templateName")
-    cache: Object | None = status.get("cache")
+    template_name = svc["spec"].get("templateName")
+    cache: ServiceCache | None = svc["status"].get("cache")
     if resolved is None:
         message = f"no template named {template_name} in this namespace or the cluster"
-        cond("TemplateResolved", False, "TemplateNotFound", message)
-        cond("CacheReady", False, "TemplateNotFound", message)
-        cond("Ready", False, "TemplateNotFound", message)
+        for type_ in ("TemplateResolved", "CacheReady", "Ready"):
+            cond(type_, False, Reason.TEMPLATE_NOT_FOUND, message)
         state = "Pending"
     elif problems(resolved.template):
         message = f"template {template_name} is invalid: " + "; ".join(
             p.message for p in problems(resolved.template)
         )
-        cond("TemplateResolved", False, "TemplateInvalid", message)
-        cond("CacheReady", False, "TemplateInvalid", message)
-        cond("Ready", False, "TemplateInvalid", message)
+        for type_ in ("TemplateResolved", "CacheReady", "Ready"):
+            cond(type_, False, Reason.TEMPLATE_INVALID, message)
         state = "Failed"
     else:
-        cond("TemplateResolved", True, "Resolved", f"{resolved.scope} template {template_name}")
+        cond(
+            "TemplateResolved", True, Reason.RESOLVED, f"{resolved.scope} template {template_name}"
+        )
         state, message = workload_status(svc, deployment)
+        ready_reason: str = READY_REASON[state]
         if not caching(svc):
-            cond("CacheReady", True, "CachingDisabled", "cacheModel is false: nothing to cache")
+            cond(
+                "CacheReady",
+                True,
+                Reason.CACHING_DISABLED,
+                "cacheModel is false: nothing to cache",
+            )
         elif tc is None:
-            cond("CacheReady", False, "CreatingTemplateCache", "creating the template cache")
+            cond("CacheReady", False, Reason.CREATING_TEMPLATE_CACHE, "creating the template cache")
             state, message = "Starting", "waiting for the template cache"
         else:
             cache = {
                 "templateCacheRef": {"name": tc["metadata"]["name"], "uid": tc["metadata"]["uid"]}
             }
-            tc_status = (tc.get("status") or {}).get("status") or "Pending"
-            tc_ready: Object = next(
-                (
-                    c
-                    for c in (tc.get("status") or {}).get("conditions") or ()
-                    if c["type"] == "Ready"
-                ),
-                {},
-            )
             tc_name = tc["metadata"]["name"]
-            if tc_status == "Available":
-                cond("CacheReady", True, "Available", f"template cache {tc_name} is Available")
-            elif tc_status == "Failed":
+            tc_status = rules.cache_status(tc)
+            if tc_status == rules.AVAILABLE:
+                cond(
+                    "CacheReady",
+                    True,
+                    Reason.AVAILABLE,
+                    f"template cache {tc_name} is Available",
+                )
+            elif tc_status == rules.FAILED:
                 # The cause is worth repeating; progress is not (each step would be a write).
-                reason = tc_ready.get("reason") or "TemplateCacheFailed"
-                detail = f"template cache {tc_name} failed: {tc_ready.get('message', '')}"
+                said_reason, said = why(tc)
+                reason = said_reason or Reason.TEMPLATE_CACHE_FAILED
+                detail = f"template cache {tc_name} failed: {said}"
                 cond("CacheReady", False, reason, detail)
                 if deployment is None:
-                    state, message = "Failed", detail
+                    state, message, ready_reason = "Failed", detail, reason
             else:
                 # One reason for Pending and Progressing alike: the service waits either way, and
                 # each step of the cache's progress would otherwise be a write on every service.
                 detail = f"waiting for template cache {tc_name} to be Available"
-                cond("CacheReady", False, "TemplateCacheNotReady", detail)
+                cond("CacheReady", False, Reason.TEMPLATE_CACHE_NOT_READY, detail)
                 if deployment is None:
                     state, message = "Starting", detail
-        ok = state == "Running"
-        cond("Ready", ok, state, message)
+        if state == "Starting":
+            ready_reason = Reason.STARTING
+        cond("Ready", state == "Running", ready_reason, message)
     return {
         "status": state,
         "observedGeneration": generation,
@@ -181,12 +196,11 @@ class ServiceReconciler:
         )
         if finalized_svc is None:
             return None
-        svc = finalized_svc
-        template_name = (svc.get("spec") or {}).get("templateName", "")
-        resolved = self.state.templates.resolve(namespace, template_name)
+        svc = view(finalized_svc, Service)
+        resolved = self.state.templates.resolve(namespace, svc["spec"].get("templateName", ""))
         tc = None
-        deployment = self.state.deployments.get(name, namespace)
-        refused: ApiError | None = None
+        deployment = self.state.deployments.get(names.workload_name(name), namespace)
+        refused: Refused | None = None
         if resolved is not None and not problems(resolved.template):
             try:
                 if caching(svc):
@@ -196,22 +210,20 @@ class ServiceReconciler:
                         # comes back within moments with a uid to refer to, so a status now
                         # would only be overwritten.
                         return None
-                    if tc is not None and (tc.get("status") or {}).get("status") == "Available":
+                    if rules.is_available(tc):
                         await self._workload(svc, resolved, mounts_of(tc))
                 else:
                     await self._workload(svc, resolved, None)
-            except (Conflict, NotFound):
-                raise
-            except ApiError as error:
-                refused = error  # said in status, then retried with backoff
+            except Refused as refusal:
+                refused = refusal
         desired = desired_status(svc, resolved, tc, deployment, now())
         if refused is not None:
             desired["conditions"] = set_condition(
                 desired["conditions"],
                 "Ready",
                 False,
-                "WorkloadRefused",
-                f"the API server refused a workload object: {refused}"[:1024],
+                Reason.WORKLOAD_REFUSED,
+                f"{refused.sentence()}; aimd tries again within {REFUSAL_RETRY:.0f}s"[:1024],
                 svc["metadata"].get("generation"),
                 now(),
             )
@@ -219,9 +231,9 @@ class ServiceReconciler:
             await write_status(self.client, kinds.SERVICES, svc, desired)
         except NotFound:
             return None
-        return Result(requeue=True) if refused is not None else None
+        return Result(requeue_after=REFUSAL_RETRY) if refused is not None else None
 
-    async def _template_cache(self, svc: Object, resolved: Resolved) -> Object | None:
+    async def _template_cache(self, svc: Service, resolved: Resolved) -> TemplateCache | None:
         """B1 + D6: reuse a matching TC, else create the deterministic one (owned by the
         template, labelled with this service)."""
         namespace = svc["metadata"]["namespace"]
@@ -229,14 +241,13 @@ class ServiceReconciler:
             namespace, resolved.template["metadata"]["name"]
         )
         tc = reusable_template_cache(candidates, resolved)
-        ref = ((svc.get("status") or {}).get("cache") or {}).get("templateCacheRef") or {}
+        cache = svc["status"].get("cache")
+        ref = cache.get("templateCacheRef") if cache else None
         if tc is not None:
-            if ref.get("uid") != tc["metadata"]["uid"]:
-                created_by = (tc["metadata"].get("labels") or {}).get(
-                    kinds.LABEL_CREATED_BY_SERVICE
-                )
-                if created_by != svc["metadata"]["name"]:
-                    metrics.CACHE_REQUESTS.labels(namespace, "reused").inc()
+            if (ref["uid"] if ref else None) != tc["metadata"]["uid"] and creator_name(
+                tc, kinds.LABEL_CREATED_BY_SERVICE
+            ) != svc["metadata"]["name"]:
+                metrics.CACHE_REQUESTS.labels(namespace, "reused").inc()
             return tc
         body = builders.template_cache(
             namespace, resolved.template, resolved.scope, svc["metadata"]["name"]
@@ -252,10 +263,10 @@ class ServiceReconciler:
         return None
 
     async def _workload(
-        self, svc: Object, resolved: Resolved, mounts: list[tuple[str, str]] | None
+        self, svc: Service, resolved: Resolved, mounts: list[tuple[str, str]] | None
     ) -> None:
         created: list[str] = []
-        for resource, informer, body in (
+        for resource, store, body in (
             (
                 resources.DEPLOYMENTS,
                 self.state.deployments,
@@ -267,7 +278,7 @@ class ServiceReconciler:
                 builders.service(svc, resolved.template),
             ),
         ):
-            current = informer.get(body["metadata"]["name"], body["metadata"]["namespace"])
+            current = store.get(body["metadata"]["name"], body["metadata"]["namespace"])
             if await self._ensure(resource, current, body):
                 created.append(f"{resource.kind} {body['metadata']['name']}")
         if created:
@@ -284,54 +295,55 @@ class ServiceReconciler:
         if (current["metadata"].get("annotations") or {}).get(SPEC_HASH) == digest:
             return False
         patch = {"metadata": {"annotations": {SPEC_HASH: digest}}, "spec": body["spec"]}
-        await self.client.patch(
-            resource, body["metadata"]["name"], patch, body["metadata"]["namespace"]
-        )
+        with refusals_raised(resource, body):
+            await self.client.patch(
+                resource, body["metadata"]["name"], patch, body["metadata"]["namespace"]
+            )
         return False
 
-    async def keep_available_template_caches(self, svc: Object) -> None:
-        """D1 (+ D7, D8): the TCs this service created are kept when Available, handed to another
-        live service that uses them, or deleted. Its Deployment and Service are collected."""
-        namespace, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
+    async def keep_available_template_caches(self, svc: Service) -> None:
+        """D1 (+ D7, D8): "template caches that were created by this service are evaluated:
+        Available caches → Preserved; non-available caches → Deleted" — unless another live
+        service still uses one, which then inherits it. Its Deployment and Service are collected
+        through their ownerReferences."""
+        namespace = svc["metadata"]["namespace"]
         if not self.state.namespace_terminating(namespace):
-            for tc in self.state.template_caches.index.by(CREATED_BY_SERVICE, (namespace, name)):
-                await self._keep_or_delete(svc, tc)
+            for tc in self.state.template_caches_created_by(svc):
+                await self._release(svc, tc)
         await remove_finalizer(self.client, kinds.SERVICES, svc)
 
-    async def _keep_or_delete(self, svc: Object, tc: Object) -> None:
-        if not live(tc) or (tc.get("status") or {}).get("status") == "Available":
-            return
+    async def _release(self, svc: Service, tc: TemplateCache) -> None:
         namespace = tc["metadata"]["namespace"]
-        heirs = [
+        consumers = [
             other
-            for other in oldest_first(
-                self.state.services_for_template(
-                    namespace, (tc.get("spec") or {}).get("templateName", "")
-                )
+            for other in self.state.services_for_template(
+                namespace, tc["spec"].get("templateName", "")
             )
             if live(other)
             and caching(other)
             and other["metadata"]["uid"] != svc["metadata"]["uid"]
             and self._uses(other, tc)
         ]
-        if heirs:
-            heir = heirs[0]["metadata"]["name"]
-            await set_label(
-                self.client, kinds.TEMPLATE_CACHES, tc, kinds.LABEL_CREATED_BY_SERVICE, heir
+        plan = rules.plan_release(tc, consumers, rules.is_available(tc))
+        if plan.action is rules.Release.HAND_OVER and plan.heir is not None:
+            await hand_over(
+                self.client, kinds.TEMPLATE_CACHES, tc, kinds.LABEL_CREATED_BY_SERVICE, plan.heir
             )
             self.manager.events.normal(
-                tc, "HandedOver", f"{svc['metadata']['name']} was deleted; {heir} still uses it"
+                tc,
+                "HandedOver",
+                f"{svc['metadata']['name']} was deleted; {plan.heir} still uses it",
             )
-            return
-        await delete_exact(self.client, kinds.TEMPLATE_CACHES, tc)
-        self.manager.events.normal(
-            svc,
-            "DeletedTemplateCache",
-            f"deleted AIMTemplateCache {tc['metadata']['name']}: it was not Available",
-        )
+        elif plan.action is rules.Release.DELETE and rules.may_delete(tc):
+            await delete_as_decided(self.client, kinds.TEMPLATE_CACHES, tc)
+            self.manager.events.normal(
+                svc,
+                "DeletedTemplateCache",
+                f"deleted AIMTemplateCache {tc['metadata']['name']}: it was not Available",
+            )
 
-    def _uses(self, svc: Object, tc: Object) -> bool:
+    def _uses(self, svc: Service, tc: TemplateCache) -> bool:
         resolved = self.state.templates.resolve(
-            svc["metadata"]["namespace"], (svc.get("spec") or {}).get("templateName", "")
+            svc["metadata"]["namespace"], svc["spec"].get("templateName", "")
         )
         return resolved is not None and template_cache_matches(tc, resolved)

@@ -1,153 +1,227 @@
-"""What aimd knows about the cluster: the informers' indexes, and the questions the rules ask
-of them (which MCs have this URI, which TCs need it, who else uses this cache).
+"""What aimd knows about the cluster: the informers' indexes, typed, and the questions the rules
+ask of them (which MCs serve this URI, which TCs need it, who else uses this cache).
 
 Every answer comes from the shared index, never from a GET: a reconcile reads state, decides, and
-the watch brings its own writes back (ARCHITECTURE "Rules of thumb").
+the watch brings its own writes back (ARCHITECTURE "Rules of thumb"). Objects of the five AIM
+kinds enter the index shaped (:func:`aimd.api.types.shaped`), so the typed views hold.
+
+URIs are compared by :func:`aimd.api.sources.source_key` everywhere (SPEC B10): the index files a
+model cache, and a template's sources, under the key, never under the spelling.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from typing import Any
+import builtins
+from collections.abc import Callable, Hashable, Iterable
+from datetime import datetime
+from typing import Generic, TypeVar, cast
 
 from aimd.api import kinds
+from aimd.api.meta import label_value, labels_of, live, namespace_of, oldest_first, owned_by
+from aimd.api.sources import source_key
+from aimd.api.types import (
+    ModelCache,
+    Object,
+    ObjectLike,
+    Service,
+    Template,
+    TemplateCache,
+    shaped,
+)
 from aimd.caching.templates import Resolved, Templates, problems, source_uris
 from aimd.kube import resources
 from aimd.runtime import Informer, Manager
 
-Object = dict[str, Any]
+T = TypeVar("T", bound=ObjectLike)
 
 ANY_NAMESPACE = "*"
-SOURCE_URI = "sourceUri"
+SOURCE_KEY = "sourceKey"
+LISTED_SOURCE = "listedSource"
 TEMPLATE_NAME = "templateName"
-CREATED_BY_SERVICE = "createdByService"
-CREATED_BY_TEMPLATE_CACHE = "createdByTemplateCache"
+CREATED_BY = "createdBy"
+UID = "uid"
+OWNER = "owner"
 MODEL_CACHE = "modelCache"
-SERVICE = "service"
 
 
-def _ns(obj: Object) -> str:
-    return str(obj["metadata"].get("namespace") or "")
+class Store(Generic[T]):
+    """One informer's index seen as objects of one typed view."""
+
+    def __init__(self, informer: Informer) -> None:
+        self.informer = informer
+
+    def get(self, name: str, namespace: str | None = None) -> T | None:
+        return cast(T | None, self.informer.index.get_by_name(name, namespace))
+
+    def list(self, namespace: str | None = None) -> builtins.list[T]:
+        return cast(builtins.list[T], self.informer.index.list(namespace))
+
+    def by(self, index: str, value: Hashable) -> builtins.list[T]:
+        return cast(builtins.list[T], self.informer.index.by(index, value))
+
+    def add_index(self, name: str, func: Callable[[T], Iterable[Hashable]]) -> None:
+        self.informer.add_index(name, cast(Callable[[Object], Iterable[Hashable]], func))
 
 
-def _template_uris(obj: Object) -> list[Hashable]:
-    namespace = _ns(obj)
-    return [(namespace, uri) if namespace else uri for uri in source_uris(obj)]
+# -- index functions ------------------------------------------------------------------------------
 
 
-def _by_template_name(obj: Object) -> list[Hashable]:
-    name = (obj.get("spec") or {}).get("templateName")
-    return [(_ns(obj), name), (ANY_NAMESPACE, name)] if name else []
+def _template_sources(template: Template) -> list[Hashable]:
+    namespace = namespace_of(template)
+    keys = {source_key(uri) for uri in source_uris(template)}
+    return [(namespace, key) if namespace else key for key in keys]
 
 
-def _by_label(key: str) -> Any:
-    def values(obj: Object) -> list[Hashable]:
-        value = (obj["metadata"].get("labels") or {}).get(key)
-        return [(_ns(obj), value)] if value else []
+def _by_template_name(obj: TemplateCache | Service) -> list[Hashable]:
+    name = obj["spec"].get("templateName")
+    return [(namespace_of(obj), name), (ANY_NAMESPACE, name)] if name else []
+
+
+def _by_label(key: str) -> Callable[[ObjectLike], list[Hashable]]:
+    def values(obj: ObjectLike) -> list[Hashable]:
+        value = labels_of(obj).get(key)
+        return [(namespace_of(obj), value)] if value else []
 
     return values
 
 
-def _model_cache_uri(obj: Object) -> list[Hashable]:
-    uri = (obj.get("spec") or {}).get("sourceUri")
-    return [(_ns(obj), uri)] if uri else []
+def _model_cache_source(mc: ModelCache) -> list[Hashable]:
+    uri = mc["spec"].get("sourceUri")
+    return [(namespace_of(mc), source_key(uri))] if uri else []
 
 
-def live(obj: Object | None) -> bool:
-    return obj is not None and not obj["metadata"].get("deletionTimestamp")
+def _listed_sources(tc: TemplateCache) -> list[Hashable]:
+    namespace = namespace_of(tc)
+    entries = tc["status"].get("modelCaches") or ()
+    return list({(namespace, source_key(e["sourceUri"])) for e in entries if e.get("sourceUri")})
 
 
-def oldest_first(objects: list[Object]) -> list[Object]:
-    return sorted(
-        objects,
-        key=lambda o: (o["metadata"].get("creationTimestamp") or "", o["metadata"]["name"]),
-    )
+def _uid(obj: ObjectLike) -> list[Hashable]:
+    return [obj["metadata"]["uid"]]
 
 
-def preferred_model_cache(candidates: list[Object]) -> Object | None:
-    """The MC a consumer uses for a URI: a live one, Available first, then the oldest, so every
-    consumer picks the same one however many exist (hand-made ones included)."""
-    usable = [mc for mc in oldest_first(candidates) if live(mc)]
-    available = [mc for mc in usable if (mc.get("status") or {}).get("status") == "Available"]
-    chosen = available or usable
-    return chosen[0] if chosen else None
+def _owners(obj: ObjectLike) -> list[Hashable]:
+    return [ref["uid"] for ref in obj["metadata"].get("ownerReferences") or () if "uid" in ref]
 
 
 class State:
     """The informers the caching reconcilers share, and the questions they ask of them."""
 
     def __init__(self, manager: Manager) -> None:
-        label_selector = kinds.LABEL_MODEL_CACHE
-        self.templates_ns = manager.informer(kinds.SERVICE_TEMPLATES)
-        self.templates_cluster = manager.informer(kinds.CLUSTER_SERVICE_TEMPLATES)
-        self.services = manager.informer(kinds.SERVICES)
-        self.template_caches = manager.informer(kinds.TEMPLATE_CACHES)
-        self.model_caches = manager.informer(kinds.MODEL_CACHES)
-        self.namespaces = manager.informer(resources.NAMESPACES)
-        self.pvcs = manager.informer(
-            resources.PERSISTENT_VOLUME_CLAIMS, label_selector=label_selector
+        def aim(resource: resources.Resource) -> Informer:
+            return manager.informer(resource, transform=shaped)
+
+        def labelled(resource: resources.Resource, label: str) -> Informer:
+            # Only what aimd made: the label is on every child it creates.
+            return manager.informer(resource, label_selector=label)
+
+        self.templates_ns: Store[Template] = Store(aim(kinds.SERVICE_TEMPLATES))
+        self.templates_cluster: Store[Template] = Store(aim(kinds.CLUSTER_SERVICE_TEMPLATES))
+        self.services: Store[Service] = Store(aim(kinds.SERVICES))
+        self.template_caches: Store[TemplateCache] = Store(aim(kinds.TEMPLATE_CACHES))
+        self.model_caches: Store[ModelCache] = Store(aim(kinds.MODEL_CACHES))
+        self.namespaces: Store[Object] = Store(manager.informer(resources.NAMESPACES))
+        self.pvcs: Store[Object] = Store(
+            labelled(resources.PERSISTENT_VOLUME_CLAIMS, kinds.LABEL_MODEL_CACHE)
         )
-        self.jobs = manager.informer(resources.JOBS, label_selector=label_selector)
-        self.service_accounts = manager.informer(
-            resources.SERVICE_ACCOUNTS, label_selector=label_selector
+        self.jobs: Store[Object] = Store(labelled(resources.JOBS, kinds.LABEL_MODEL_CACHE))
+        self.service_accounts: Store[Object] = Store(
+            labelled(resources.SERVICE_ACCOUNTS, kinds.LABEL_MODEL_CACHE)
         )
-        self.roles = manager.informer(resources.ROLES, label_selector=label_selector)
-        self.role_bindings = manager.informer(
-            resources.ROLE_BINDINGS, label_selector=label_selector
+        self.roles: Store[Object] = Store(labelled(resources.ROLES, kinds.LABEL_MODEL_CACHE))
+        self.role_bindings: Store[Object] = Store(
+            labelled(resources.ROLE_BINDINGS, kinds.LABEL_MODEL_CACHE)
         )
-        self.deployments = manager.informer(
-            resources.DEPLOYMENTS, label_selector=kinds.LABEL_SERVICE
+        self.deployments: Store[Object] = Store(
+            labelled(resources.DEPLOYMENTS, kinds.LABEL_SERVICE)
         )
-        self.workload_services = manager.informer(
-            resources.SERVICES, label_selector=kinds.LABEL_SERVICE
+        self.workload_services: Store[Object] = Store(
+            labelled(resources.SERVICES, kinds.LABEL_SERVICE)
         )
-        self.templates_ns.add_index(SOURCE_URI, _template_uris)
-        self.templates_cluster.add_index(SOURCE_URI, _template_uris)
+
+        self.templates_ns.add_index(SOURCE_KEY, _template_sources)
+        self.templates_cluster.add_index(SOURCE_KEY, _template_sources)
         self.template_caches.add_index(TEMPLATE_NAME, _by_template_name)
-        self.template_caches.add_index(
-            CREATED_BY_SERVICE, _by_label(kinds.LABEL_CREATED_BY_SERVICE)
-        )
+        self.template_caches.add_index(CREATED_BY, _by_label(kinds.LABEL_CREATED_BY_SERVICE))
+        self.template_caches.add_index(LISTED_SOURCE, _listed_sources)
         self.services.add_index(TEMPLATE_NAME, _by_template_name)
-        self.model_caches.add_index(SOURCE_URI, _model_cache_uri)
-        self.model_caches.add_index(
-            CREATED_BY_TEMPLATE_CACHE, _by_label(kinds.LABEL_CREATED_BY_TEMPLATE_CACHE)
-        )
-        self.jobs.add_index(MODEL_CACHE, _by_label(kinds.LABEL_MODEL_CACHE))
-        self.templates = Templates(self.templates_ns.index, self.templates_cluster.index)
+        self.services.add_index(UID, _uid)
+        self.model_caches.add_index(SOURCE_KEY, _model_cache_source)
+        self.model_caches.add_index(CREATED_BY, _by_label(kinds.LABEL_CREATED_BY_TEMPLATE_CACHE))
+        self.model_caches.add_index(UID, _uid)
+        for child in self.children:
+            child.add_index(OWNER, _owners)
+        self.pvcs.add_index(MODEL_CACHE, _by_label(kinds.LABEL_MODEL_CACHE))
+        self.templates = Templates(self.templates_ns, self.templates_cluster)
+        # (namespace, source key) → (since, the API server's words): a model cache the API server
+        # refused to create, for the template caches that wait for it to report (SPEC E6).
+        self.refusals: dict[tuple[str, str], tuple[datetime, str]] = {}
 
     @property
-    def children(self) -> list[Informer]:
-        """The informers of what a model cache owns."""
+    def children(self) -> list[Store[Object]]:
+        """The stores of what a model cache owns."""
         return [self.pvcs, self.jobs, self.service_accounts, self.roles, self.role_bindings]
 
-    # -- questions ---------------------------------------------------------------------------
+    @property
+    def workloads(self) -> list[Store[Object]]:
+        """The stores of what a service owns."""
+        return [self.deployments, self.workload_services]
+
+    # -- questions -------------------------------------------------------------------------------
 
     def namespace_terminating(self, namespace: str) -> bool:
         """True once the namespace is being deleted; a namespace the index does not know yet
         (its event may trail its objects' events) counts as live."""
-        found = self.namespaces.index.get(namespace)
+        found = self.namespaces.get(namespace)
         return found is not None and bool(
             found["metadata"].get("deletionTimestamp")
             or (found.get("status") or {}).get("phase") == "Terminating"
         )
 
-    def model_caches_for(self, namespace: str, uri: str) -> list[Object]:
-        return self.model_caches.index.by(SOURCE_URI, (namespace, uri))
+    def model_caches_for(self, namespace: str, uri: str) -> list[ModelCache]:
+        """The MCs in ``namespace`` that serve ``uri`` (however it is spelled)."""
+        return self.model_caches.by(SOURCE_KEY, (namespace, source_key(uri)))
 
-    def resolve_for_template_cache(self, tc: Object) -> Resolved | None:
-        spec = tc.get("spec") or {}
+    def model_cache_owning(self, child: ObjectLike) -> ModelCache | None:
+        """The MC a PVC, Job, ServiceAccount, Role or RoleBinding belongs to."""
+        for uid in _owners(child):
+            found = self.model_caches.by(UID, uid)
+            if found:
+                return found[0]
+        return None
+
+    def service_owning(self, workload: ObjectLike) -> Service | None:
+        """The AIMService a Deployment or Service belongs to."""
+        for uid in _owners(workload):
+            found = self.services.by(UID, uid)
+            if found:
+                return found[0]
+        return None
+
+    def model_caches_created_by(self, tc: TemplateCache) -> list[ModelCache]:
+        key = (namespace_of(tc), label_value(tc["metadata"]["name"]))
+        return self.model_caches.by(CREATED_BY, key)
+
+    def template_caches_created_by(self, svc: Service) -> list[TemplateCache]:
+        key = (namespace_of(svc), label_value(svc["metadata"]["name"]))
+        return self.template_caches.by(CREATED_BY, key)
+
+    def resolve_for_template_cache(self, tc: TemplateCache) -> Resolved | None:
+        spec = tc["spec"]
         return self.templates.resolve(
-            _ns(tc), spec.get("templateName", ""), spec.get("templateScope")
+            namespace_of(tc), spec.get("templateName", ""), spec.get("templateScope")
         )
 
-    def template_caches_needing(self, namespace: str, uri: str) -> list[Object]:
-        """Live TCs in ``namespace`` whose (valid) template needs ``uri``: the demand for it."""
-        templates = self.templates_ns.index.by(SOURCE_URI, (namespace, uri))
-        templates += self.templates_cluster.index.by(SOURCE_URI, uri)
-        found: dict[str, Object] = {}
+    def template_caches_needing(self, namespace: str, uri: str) -> list[TemplateCache]:
+        """Live TCs in ``namespace`` whose (valid) template needs ``uri``: the demand for it,
+        oldest first."""
+        key = source_key(uri)
+        templates = self.templates_ns.by(SOURCE_KEY, (namespace, key))
+        templates += self.templates_cluster.by(SOURCE_KEY, key)
+        found: dict[str, TemplateCache] = {}
         for template in templates:
             name = template["metadata"]["name"]
-            for tc in self.template_caches.index.by(TEMPLATE_NAME, (namespace, name)):
+            for tc in self.template_caches.by(TEMPLATE_NAME, (namespace, name)):
                 if not live(tc):
                     continue
                 resolved = self.resolve_for_template_cache(tc)
@@ -157,32 +231,29 @@ class State:
                     and not problems(resolved.template)
                 ):
                     found[tc["metadata"]["name"]] = tc
-        return oldest_first(list(found.values()))
+        return oldest_first(found.values())
 
-    def template_caches_for_template(self, namespace: str, name: str) -> list[Object]:
-        return self.template_caches.index.by(TEMPLATE_NAME, (namespace, name))
+    def template_caches_listing(self, namespace: str, uri: str) -> list[TemplateCache]:
+        """TCs whose status lists ``uri`` (a template that no longer needs it included)."""
+        return self.template_caches.by(LISTED_SOURCE, (namespace, source_key(uri)))
 
-    def services_for_template(self, namespace: str, name: str) -> list[Object]:
-        return self.services.index.by(TEMPLATE_NAME, (namespace, name))
+    def template_caches_for_template(self, namespace: str, name: str) -> list[TemplateCache]:
+        return self.template_caches.by(TEMPLATE_NAME, (namespace, name))
 
-    def model_cache_of(self, child: Object) -> Object | None:
-        name = (child["metadata"].get("labels") or {}).get(kinds.LABEL_MODEL_CACHE)
-        return self.model_caches.index.get_by_name(name, _ns(child)) if name else None
+    def services_for_template(self, namespace: str, name: str) -> list[Service]:
+        return self.services.by(TEMPLATE_NAME, (namespace, name))
 
-    def jobs_of(self, mc: Object) -> dict[str, Object]:
-        jobs = self.jobs.index.by(MODEL_CACHE, (_ns(mc), mc["metadata"]["name"]))
-        uid = mc["metadata"]["uid"]
-        return {
-            job["metadata"]["name"]: job
-            for job in jobs
-            if any(ref.get("uid") == uid for ref in job["metadata"].get("ownerReferences") or ())
-        }
+    def jobs_of(self, mc: ModelCache) -> dict[str, Object]:
+        return {job["metadata"]["name"]: job for job in self.jobs.by(OWNER, mc["metadata"]["uid"])}
 
-    def owned(self, informer: Informer, mc: Object, name: str) -> Object | None:
+    def owned(self, store: Store[Object], mc: ModelCache, name: str) -> Object | None:
         """The child ``name`` if it exists and belongs to this MC (not to a namesake's past)."""
-        child = informer.index.get_by_name(name, _ns(mc))
-        if child is None:
-            return None
+        child = store.get(name, namespace_of(mc))
+        return child if child is not None and owned_by(child, mc["metadata"]["uid"]) else None
+
+    def volumes_of_namesakes(self, mc: ModelCache) -> list[Object]:
+        """PVCs made for an earlier MC of the same name (another uid) that still exist: the
+        volume of a deleted cache that a pod still holds, or that the collector has yet to take."""
+        key = (namespace_of(mc), label_value(mc["metadata"]["name"]))
         uid = mc["metadata"]["uid"]
-        refs = child["metadata"].get("ownerReferences") or ()
-        return child if any(ref.get("uid") == uid for ref in refs) else None
+        return [pvc for pvc in self.pvcs.by(MODEL_CACHE, key) if not owned_by(pvc, uid)]

@@ -7,9 +7,10 @@ AIMClusterServiceTemplate.
 from __future__ import annotations
 
 from aimd.api import kinds
-from aimd.caching.conditions import now
-from aimd.caching.state import State, live
-from aimd.caching.templates import desired_status
+from aimd.api.meta import live, now
+from aimd.api.reasons import Reason
+from aimd.caching.state import State
+from aimd.caching.templates import desired_status, problems
 from aimd.caching.writes import write_status
 from aimd.kube.errors import NotFound
 from aimd.runtime import Manager, Result
@@ -42,6 +43,6 @@ class TemplateReconciler:
         except NotFound:
             return None
         if wrote and desired["status"] == "Failed":
-            message = desired["conditions"][-1]["message"]
-            self.manager.events.warning(template, "InvalidTemplate", message)
+            message = "; ".join(p.message for p in problems(template))
+            self.manager.events.warning(template, Reason.TEMPLATE_INVALID, message)
         return None

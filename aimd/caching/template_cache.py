@@ -9,19 +9,22 @@ re-evaluates whenever any MC with one of its URIs changes (B7), not only the one
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from aimd.api import kinds
-from aimd.caching import metrics
-from aimd.caching.conditions import now, set_condition
-from aimd.caching.state import State, live, preferred_model_cache
-from aimd.caching.templates import Resolved, model_sources, owner_reference, problems
+from aimd.api.meta import now, set_condition, why
+from aimd.api.reasons import Reason
+from aimd.api.sources import source_key
+from aimd.api.types import ModelCache, ModelCacheEntry, Object, TemplateCache, view
+from aimd.caching import metrics, rules
+from aimd.caching.state import State
+from aimd.caching.templates import Resolved, model_sources, problems, template_owner_reference
 from aimd.caching.writes import (
-    delete_exact,
+    delete_as_decided,
     finalized,
+    hand_over,
     remove_finalizer,
-    set_label,
     write_status,
 )
 from aimd.kube.errors import NotFound
@@ -29,34 +32,33 @@ from aimd.runtime import Manager, Result
 
 log = logging.getLogger(__name__)
 
-Object = dict[str, Any]
 Key = tuple[str, str]
+Refusals = dict[tuple[str, str], tuple[datetime, str]]
 
-# Worst first: a TC is only as far along as its least advanced model cache.
-SEVERITY = ("Failed", "Pending", "Progressing", "Available")
-
-
-def _conditions(obj: Object | None) -> list[Object]:
-    return list(((obj or {}).get("status") or {}).get("conditions") or ())
-
-
-def worst(statuses: list[str]) -> str:
-    return min(statuses, key=SEVERITY.index) if statuses else "Pending"
+# What a TC says while its least advanced model cache is in each state (B7).
+WAITING_REASON = {
+    rules.PENDING: Reason.MODEL_CACHE_PENDING,
+    rules.PROGRESSING: Reason.MODEL_CACHE_PROGRESSING,
+}
 
 
 def desired_status(
-    tc: Object, resolved: Resolved | None, model_caches_for: Any, moment: datetime
+    tc: TemplateCache,
+    resolved: Resolved | None,
+    model_caches_for: Callable[[str], list[ModelCache]],
+    moment: datetime,
+    refusals: Refusals | None = None,
 ) -> Object:
     """The TC's status from its template and the MCs the index has for each of its URIs (pure).
 
-    ``model_caches_for(uri)`` returns the MCs in the TC's namespace with that sourceUri.
+    ``model_caches_for(uri)`` returns the MCs in the TC's namespace with that sourceUri;
+    ``refusals`` the model caches the API server refused to create, by (namespace, source key).
     """
-    status = tc.get("status") or {}
     generation = tc["metadata"].get("generation")
-    conditions = list(status.get("conditions") or ())
-    spec = tc.get("spec") or {}
+    conditions = list(tc["status"].get("conditions") or ())
+    spec = tc["spec"]
 
-    def result(state: str, ready: bool, reason: str, message: str, **extra: Any) -> Object:
+    def result(state: str, ready: bool, reason: str, message: str, **extra: object) -> Object:
         return {
             "status": state,
             "observedGeneration": generation,
@@ -70,9 +72,9 @@ def desired_status(
         scope = spec.get("templateScope")
         where = {"Cluster": "cluster ", "Namespace": "namespaced "}.get(scope or "", "")
         return result(
-            "Failed",
+            rules.FAILED,
             False,
-            "TemplateNotFound",
+            Reason.TEMPLATE_NOT_FOUND,
             f"no {where}template named {spec.get('templateName')} exists; create it and this "
             "cache continues by itself",
             modelCaches=None,
@@ -80,50 +82,46 @@ def desired_status(
     found = problems(resolved.template)
     if found:
         return result(
-            "Failed",
+            rules.FAILED,
             False,
-            "TemplateInvalid",
+            Reason.TEMPLATE_INVALID,
             f"template {resolved.template['metadata']['name']} is invalid: "
             + "; ".join(p.message for p in found),
             templateScope=resolved.scope,
         )
-    entries = []
+    entries: list[tuple[ModelCacheEntry, ModelCache | None]] = []
     for source in model_sources(resolved.template):
-        mc = preferred_model_cache(model_caches_for(source.source_uri))
-        mc_status = (mc.get("status") or {}) if mc else {}
-        entry: Object = {
+        mc = rules.prefer_available_then_oldest(model_caches_for(source.source_uri))
+        entry: ModelCacheEntry = {
             "modelId": source.model_id,
             "sourceUri": source.source_uri,
             "name": mc["metadata"]["name"] if mc else "",
-            "status": mc_status.get("status") or "Pending",
+            "status": rules.cache_status(mc) if mc else rules.PENDING,
         }
-        if mc_status.get("persistentVolumeClaim"):
-            entry["persistentVolumeClaim"] = mc_status["persistentVolumeClaim"]
+        claim = mc["status"].get("persistentVolumeClaim") if mc else None
+        if claim:
+            entry["persistentVolumeClaim"] = claim
         entries.append((entry, mc))
-    state = worst([e["status"] for e, _ in entries])
-    ready = state == "Available"
-    if ready:
-        reason, message = "Available", f"all {len(entries)} model cache(s) are Available"
-    else:
-        waiting = [(e, mc) for e, mc in entries if e["status"] != "Available"]
-        entry, mc = next(((e, m) for e, m in waiting if e["status"] == state), waiting[0])
-        if state == "Failed":
-            # The cause is what a person needs; relay the model cache's own words.
-            mc_ready = next((c for c in _conditions(mc) if c.get("type") == "Ready"), {})
-            reason = mc_ready.get("reason") or "ModelCacheFailed"
-            message = f"{entry['sourceUri']}: " + (mc_ready.get("message") or "download failed")
-        else:
-            # Progress is not repeated here: each step would be a write on every TC.
-            reason = "ModelCache" + state if mc else "CreatingModelCache"
-            message = f"{len(waiting)} of {len(entries)} model cache(s) not Available yet"
-    return result(
-        state,
-        ready,
-        reason,
-        message,
-        templateScope=resolved.scope,
-        modelCaches=[e for e, _ in entries],
-    )
+    state = rules.worst([e["status"] for e, _ in entries])
+    extra = {"templateScope": resolved.scope, "modelCaches": [e for e, _ in entries]}
+    if state == rules.AVAILABLE:
+        message = f"all {len(entries)} model cache(s) are Available"
+        return result(state, True, Reason.AVAILABLE, message, **extra)
+    waiting = [(e, mc) for e, mc in entries if e["status"] != rules.AVAILABLE]
+    entry, mc = next(((e, m) for e, m in waiting if e["status"] == state), waiting[0])
+    refusal = (refusals or {}).get((tc["metadata"]["namespace"], source_key(entry["sourceUri"])))
+    if mc is None and refusal is not None:
+        return result(state, False, Reason.CREATE_REFUSED, refusal[1], **extra)
+    if state == rules.FAILED:
+        # The cause is what a person needs; relay the model cache's own words.
+        reason, said = why(mc)
+        message = f"{entry['sourceUri']}: " + (said or "download failed")
+        reason = reason or Reason.MODEL_CACHE_FAILED
+        return result(state, False, reason, message, **extra)
+    # Progress is not repeated here: each step would be a write on every TC.
+    reason = WAITING_REASON[state] if mc else Reason.CREATING_MODEL_CACHE
+    message = f"{len(waiting)} of {len(entries)} model cache(s) not Available yet"
+    return result(state, False, reason, message, **extra)
 
 
 class TemplateCacheReconciler:
@@ -143,12 +141,16 @@ class TemplateCacheReconciler:
         )
         if finalized_tc is None:
             return None
-        tc = finalized_tc
+        tc = view(finalized_tc, TemplateCache)
         resolved = self.state.resolve_for_template_cache(tc)
         if resolved is not None:
             tc = await self._owned_by_template(tc, resolved) or tc
         desired = desired_status(
-            tc, resolved, lambda uri: self.state.model_caches_for(namespace, uri), now()
+            tc,
+            resolved,
+            lambda uri: self.state.model_caches_for(namespace, uri),
+            now(),
+            self.state.refusals,
         )
         self._count_reuse(tc, desired)
         try:
@@ -157,7 +159,9 @@ class TemplateCacheReconciler:
             return None
         return None
 
-    async def _owned_by_template(self, tc: Object, resolved: Resolved) -> Object | None:
+    async def _owned_by_template(
+        self, tc: TemplateCache, resolved: Resolved
+    ) -> TemplateCache | None:
         """A TC made by hand becomes the template's too, so D4 (template deleted → its caches
         collected) holds for it as for one a service made."""
         uid = resolved.template["metadata"]["uid"]
@@ -165,7 +169,7 @@ class TemplateCacheReconciler:
         if any(ref.get("uid") == uid for ref in refs):
             return None
         has_controller = any(ref.get("controller") for ref in refs)
-        refs.append(owner_reference(resolved.template, controller=not has_controller))
+        refs.append(template_owner_reference(resolved.template, controller=not has_controller))
         patch = {
             "metadata": {
                 "resourceVersion": tc["metadata"]["resourceVersion"],
@@ -173,59 +177,62 @@ class TemplateCacheReconciler:
             }
         }
         meta = tc["metadata"]
-        return await self.client.patch(
+        patched = await self.client.patch(
             kinds.TEMPLATE_CACHES, meta["name"], patch, meta["namespace"]
         )
+        return view(patched, TemplateCache)
 
-    def _count_reuse(self, tc: Object, desired: Object) -> None:
+    def _count_reuse(self, tc: TemplateCache, desired: Object) -> None:
         """A source served by an MC this TC did not create, seen for the first time, is reuse."""
-        known = {
-            e.get("sourceUri"): e.get("name")
-            for e in (tc.get("status") or {}).get("modelCaches") or ()
-        }
-        name = tc["metadata"]["name"]
+        known = {e.get("sourceUri"): e.get("name") for e in tc["status"].get("modelCaches") or ()}
         for entry in desired.get("modelCaches") or ():
             if not entry["name"] or known.get(entry["sourceUri"]) == entry["name"]:
                 continue
             mc = self.state.model_caches.get(entry["name"], tc["metadata"]["namespace"])
-            creator = ((mc or {}).get("metadata", {}).get("labels") or {}).get(
-                kinds.LABEL_CREATED_BY_TEMPLATE_CACHE
-            )
-            if creator != name:
+            if mc is None or mc not in self.state.model_caches_created_by(tc):
                 metrics.CACHE_REQUESTS.labels(tc["metadata"]["namespace"], "reused").inc()
 
-    async def keep_available_model_caches(self, tc: Object) -> None:
-        """D2 (+ D7, D8): keep the Available MCs this TC created and any it merely reused; hand a
-        non-Available one to another TC that still needs its URI; delete the rest."""
-        namespace, name = tc["metadata"]["namespace"], tc["metadata"]["name"]
+    async def keep_available_model_caches(self, tc: TemplateCache) -> None:
+        """D2 (+ D7, D8): "model caches created by this template cache are evaluated: Available
+        caches → Preserved; non-available caches → Deleted" — unless another TC still needs one,
+        which then inherits it."""
+        namespace = tc["metadata"]["namespace"]
         if not self.state.namespace_terminating(namespace):
-            created = self.state.model_caches.index.by("createdByTemplateCache", (namespace, name))
-            for mc in created:
-                await self._keep_or_delete(tc, mc)
+            for mc in self.state.model_caches_created_by(tc):
+                await self._release(tc, mc)
         await remove_finalizer(self.client, kinds.TEMPLATE_CACHES, tc)
 
-    async def _keep_or_delete(self, tc: Object, mc: Object) -> None:
-        if not live(mc) or (mc.get("status") or {}).get("status") == "Available":
-            return
-        namespace = mc["metadata"]["namespace"]
-        others = [
+    async def _release(self, tc: TemplateCache, mc: ModelCache) -> None:
+        consumers = [
             other
-            for other in self.state.template_caches_needing(namespace, mc["spec"]["sourceUri"])
+            for other in self.state.template_caches_needing(
+                mc["metadata"]["namespace"], mc["spec"]["sourceUri"]
+            )
             if other["metadata"]["uid"] != tc["metadata"]["uid"]
         ]
-        if others:
-            heir = others[0]["metadata"]["name"]
-            await set_label(
-                self.client, kinds.MODEL_CACHES, mc, kinds.LABEL_CREATED_BY_TEMPLATE_CACHE, heir
+        plan = rules.plan_release(mc, consumers, rules.is_available(mc))
+        if plan.action is rules.Release.HAND_OVER and plan.heir is not None:
+            await hand_over(
+                self.client,
+                kinds.MODEL_CACHES,
+                mc,
+                kinds.LABEL_CREATED_BY_TEMPLATE_CACHE,
+                plan.heir,
             )
             self.manager.events.normal(
-                mc, "HandedOver", f"{tc['metadata']['name']} was deleted; {heir} still needs it"
+                mc,
+                "HandedOver",
+                f"{tc['metadata']['name']} was deleted; {plan.heir} still needs it",
             )
-            return
-        await delete_exact(self.client, kinds.MODEL_CACHES, mc)
-        log.info("deleted model cache %s/%s (not Available)", namespace, mc["metadata"]["name"])
-        self.manager.events.normal(
-            tc,
-            "DeletedModelCache",
-            f"deleted AIMModelCache {mc['metadata']['name']}: it was not Available",
-        )
+        elif plan.action is rules.Release.DELETE and rules.may_delete(mc):
+            await delete_as_decided(self.client, kinds.MODEL_CACHES, mc)
+            log.info(
+                "deleted model cache %s/%s (not Available)",
+                mc["metadata"]["namespace"],
+                mc["metadata"]["name"],
+            )
+            self.manager.events.normal(
+                tc,
+                "DeletedModelCache",
+                f"deleted AIMModelCache {mc['metadata']['name']}: it was not Available",
+            )

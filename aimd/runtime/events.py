@@ -21,6 +21,7 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,17 +35,18 @@ from aimd.kube.resources import EVENTS
 log = logging.getLogger(__name__)
 
 Object = dict[str, Any]
+ObjectLike = Mapping[str, Any]  # a full object or an ObjectReference, typed view or plain
 NOTE_LIMIT = 1024  # the API server refuses longer notes
 
 
 @dataclass
 class _Pending:
-    regarding: Object
+    regarding: ObjectLike
     type: str
     reason: str
     note: str
     action: str
-    related: Object | None
+    related: ObjectLike | None
 
 
 @dataclass
@@ -55,7 +57,7 @@ class _Series:
     written_at: float
 
 
-def reference(obj: Object) -> Object:
+def reference(obj: ObjectLike) -> Object:
     """An ObjectReference to ``obj`` (what an Event's ``regarding`` holds)."""
     metadata = obj.get("metadata") or {}
     ref = {
@@ -90,21 +92,21 @@ class EventRecorder:
         self._series: dict[tuple[str, ...], _Series] = {}
         self.dropped = 0
 
-    def normal(self, regarding: Object, reason: str, note: str, *, action: str = "") -> None:
+    def normal(self, regarding: ObjectLike, reason: str, note: str, *, action: str = "") -> None:
         self.record(regarding, "Normal", reason, note, action=action)
 
-    def warning(self, regarding: Object, reason: str, note: str, *, action: str = "") -> None:
+    def warning(self, regarding: ObjectLike, reason: str, note: str, *, action: str = "") -> None:
         self.record(regarding, "Warning", reason, note, action=action)
 
     def record(
         self,
-        regarding: Object,
+        regarding: ObjectLike,
         event_type: str,
         reason: str,
         note: str,
         *,
         action: str = "",
-        related: Object | None = None,
+        related: ObjectLike | None = None,
     ) -> None:
         """Queues an Event about ``regarding`` (a full object or an ObjectReference); never
         blocks, never raises. ``action`` defaults to ``reason``."""

@@ -383,27 +383,40 @@ async def test_a_missing_template_recovers_by_itself(
         await eventually(lambda: _running(kube, namespace, 1), what="the service running")
 
 
-async def test_a_lost_volume_is_downloaded_again(
+async def test_a_lost_volume_is_downloaded_again_onto_a_volume_of_another_name(
     kube: KubeClient, namespace: str, aimd: Running
 ) -> None:
+    """B8, and E6: the fresh volume never takes the lost one's name, so a Deployment that still
+    mounts the old claim can never mount a new, empty volume."""
     await create(kube, TPL, template("llama", LLAMA), namespace)
     await create(kube, TC, template_cache("cache", "llama"), namespace)
     async with kubelet(kube, namespace):
         mc = await eventually(lambda: _mc_with(kube, namespace, "Available"), what="Available")
     claim = mc["status"]["persistentVolumeClaim"]
-    old = await kube.get(PERSISTENT_VOLUME_CLAIMS, claim, namespace)
+    first_job = mc["status"]["job"]
     await kube.delete(PERSISTENT_VOLUME_CLAIMS, claim, namespace)
 
     async def downloading_again() -> Object | None:
         found = await _mc_with(kube, namespace, "Progressing")
-        fresh = await get_or_none(kube, PERSISTENT_VOLUME_CLAIMS, claim, namespace)
-        ok = found and fresh and fresh["metadata"]["uid"] != old["metadata"]["uid"]
+        fresh = found and found["status"].get("persistentVolumeClaim")
+        ok = (
+            fresh
+            and fresh != claim
+            and await get_or_none(kube, PERSISTENT_VOLUME_CLAIMS, fresh, namespace)
+        )
         return found if ok else None
 
-    await eventually(downloading_again, what="Progressing on a fresh volume")
-    assert len(await items(kube, JOBS, namespace)) == 2
+    again = await eventually(downloading_again, what="Progressing on a fresh volume")
+    assert await get_or_none(kube, PERSISTENT_VOLUME_CLAIMS, claim, namespace) is None
+    assert again["status"]["job"] != first_job
     async with kubelet(kube, namespace):
         await eventually(lambda: _mc_with(kube, namespace, "Available"), what="Available again")
+
+    async def old_attempt_removed() -> bool:
+        jobs = [job["metadata"]["name"] for job in await items(kube, JOBS, namespace)]
+        return first_job not in jobs
+
+    await eventually(old_attempt_removed, what="the attempt on the lost volume removed (E7)")
 
 
 async def test_an_unknown_size_is_probed_first(

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from aimd.api.meta import rfc3339 as timestamp
 from aimd.caching import builders, names
-from aimd.caching.conditions import timestamp
 from aimd.caching.model_cache import Observed, RetryPolicy, decide
+from aimd.caching.rules import worst
 from aimd.caching.service import desired_status as service_status
 from aimd.caching.service import mounts_of, reusable_template_cache
 from aimd.caching.template_cache import desired_status as template_cache_status
-from aimd.caching.template_cache import worst
 from aimd.caching.templates import Resolved, problems
 from aimd.caching.writes import status_patch
 
@@ -32,8 +32,11 @@ def mc(size: str | None = "10Gi", **status: Any) -> Object:
     }
 
 
+CLAIM = names.pvc_name("mc", "mc-uid")
+
+
 def pvc(phase: str = "Bound") -> Object:
-    return {"metadata": {"name": "mc-data", "uid": "abcde-123"}, "status": {"phase": phase}}
+    return {"metadata": {"name": CLAIM, "uid": "abcde-123"}, "status": {"phase": phase}}
 
 
 def job(name: str, outcome: str | None) -> Object:
@@ -169,6 +172,7 @@ def template(*uris: str) -> Object:
             "image": "img",
             "modelSources": [{"modelId": f"org/m{i}", "sourceUri": u} for i, u in enumerate(uris)],
         },
+        "status": {},
     }
 
 
@@ -176,6 +180,7 @@ def tc() -> Object:
     return {
         "metadata": {"name": "tc", "namespace": "ns", "uid": "tc-uid"},
         "spec": {"templateName": "tpl"},
+        "status": {},
     }
 
 
@@ -226,6 +231,7 @@ def svc(cache: bool = True) -> Object:
     return {
         "metadata": {"name": "svc", "namespace": "ns", "uid": "svc-uid", "generation": 1},
         "spec": {"templateName": "tpl", "cacheModel": cache, "replicas": 1},
+        "status": {},
     }
 
 

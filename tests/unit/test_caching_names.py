@@ -6,8 +6,8 @@ import re
 
 import pytest
 
+from aimd.api.quantity import parse_bytes, pvc_size
 from aimd.caching import names
-from aimd.caching.quantity import parse_bytes, pvc_size
 
 RFC1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
