@@ -12,10 +12,25 @@ words them (the real-node tests capture them; the unit tests replay those captur
 
 from __future__ import annotations
 
+import enum
 import re
 from typing import Any, NamedTuple
 
 Object = dict[str, Any]
+
+
+class PodReason(enum.StrEnum):
+    """The reasons `pod_problem` gives; they belong in `aimd.api.reasons.Reason` once it is wired
+    into the model-cache reconciler (that module is the API's, this one only decides)."""
+
+    SECRET_NOT_FOUND = "SecretNotFound"
+    CONFIG_MAP_NOT_FOUND = "ConfigMapNotFound"
+    CONTAINER_CONFIG_INVALID = "ContainerConfigInvalid"
+    IMAGE_PULL_FAILED = "ImagePullFailed"
+    STORAGE_CLASS_NOT_FOUND = "StorageClassNotFound"
+    VOLUME_UNSCHEDULABLE = "VolumeUnschedulable"
+    POD_UNSCHEDULABLE = "PodUnschedulable"
+
 
 IMAGE_PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 _SECRET_MISSING = re.compile(r'^secret "(?P<name>[^"]+)" not found$')
@@ -31,7 +46,7 @@ _CONFIG_MAP_KEY_MISSING = re.compile(
 class PodProblem(NamedTuple):
     """A reason (CamelCase, stable) and a message a person can act on."""
 
-    reason: str
+    reason: PodReason
     message: str
 
 
@@ -56,7 +71,7 @@ def pod_problem(
         if reason in IMAGE_PULL_REASONS:
             image = container.get("image") or _spec_image(pod, container.get("name"))
             return PodProblem(
-                "ImagePullFailed",
+                PodReason.IMAGE_PULL_FAILED,
                 f'the download image "{image}" cannot be pulled ({reason}: {message}): set '
                 "spec.downloadImage to an image this cluster can pull, and "
                 "spec.imagePullSecrets if its registry needs credentials",
@@ -72,13 +87,13 @@ def _config_problem(pod: Object, namespace: str, message: str) -> PodProblem:
         name = match["name"]
         keys = _referenced_keys(pod, "secretKeyRef", name)
         return PodProblem(
-            "SecretNotFound",
+            PodReason.SECRET_NOT_FOUND,
             f'Secret "{name}"{_keys_phrase(keys)} does not exist in namespace "{namespace}": '
             "create it, or change the env of the AIMModelCache that refers to it",
         )
     if match := _SECRET_KEY_MISSING.match(message):
         return PodProblem(
-            "SecretNotFound",
+            PodReason.SECRET_NOT_FOUND,
             f'Secret "{match["name"]}" in namespace "{match["ns"]}" has no key "{match["key"]}": '
             "add that key, or change the env of the AIMModelCache that refers to it",
         )
@@ -86,18 +101,18 @@ def _config_problem(pod: Object, namespace: str, message: str) -> PodProblem:
         name = match["name"]
         keys = _referenced_keys(pod, "configMapKeyRef", name)
         return PodProblem(
-            "ConfigMapNotFound",
+            PodReason.CONFIG_MAP_NOT_FOUND,
             f'ConfigMap "{name}"{_keys_phrase(keys)} does not exist in namespace "{namespace}": '
             "create it, or change the env of the AIMModelCache that refers to it",
         )
     if match := _CONFIG_MAP_KEY_MISSING.match(message):
         return PodProblem(
-            "ConfigMapNotFound",
+            PodReason.CONFIG_MAP_NOT_FOUND,
             f'ConfigMap "{match["name"]}" in namespace "{match["ns"]}" has no key '
             f'"{match["key"]}": add that key, or change the env of the AIMModelCache',
         )
     return PodProblem(
-        "ContainerConfigInvalid",
+        PodReason.CONTAINER_CONFIG_INVALID,
         f"the kubelet cannot create the download container: {message}",
     )
 
@@ -106,13 +121,15 @@ def _scheduling_problem(
     message: str, claim: Object | None, storage_class_exists: bool | None
 ) -> PodProblem:
     if claim is None or (claim.get("status") or {}).get("phase") == "Bound":
-        return PodProblem("PodUnschedulable", f"the download pod cannot be scheduled: {message}")
+        return PodProblem(
+            PodReason.POD_UNSCHEDULABLE, f"the download pod cannot be scheduled: {message}"
+        )
     spec = claim.get("spec") or {}
     name = (claim.get("metadata") or {}).get("name", "")
     storage_class = spec.get("storageClassName")
     if storage_class and storage_class_exists is False:
         return PodProblem(
-            "StorageClassNotFound",
+            PodReason.STORAGE_CLASS_NOT_FOUND,
             f'StorageClass "{storage_class}" of volume {name} does not exist: create it, or set '
             "spec.storageClassName of the AIMModelCache (or its AIMTemplateCache) to one that "
             "does (kubectl get storageclass)",
@@ -121,7 +138,7 @@ def _scheduling_problem(
     size = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "")
     where = f'StorageClass "{storage_class}"' if storage_class else "no StorageClass"
     return PodProblem(
-        "VolumeUnschedulable",
+        PodReason.VOLUME_UNSCHEDULABLE,
         f"no PersistentVolume can satisfy volume {name} ({wanted}, {size}, {where}): add one "
         "with that access mode and size, or use a StorageClass whose provisioner makes them "
         f"(the scheduler says: {message})",
