@@ -17,6 +17,7 @@ import contextlib
 import copy
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -179,7 +180,9 @@ async def dev(args: argparse.Namespace, plane: ControlPlane | RealNode) -> int:
         if isinstance(plane, RealNode):
             samples = for_real_node(samples, extra_env["HF_ENDPOINT"], plane.serve_image)
             plane.add_storage_class()
-            plane.add_local_volumes(len(samples) + 2)
+            # The samples' models are tens of GiB by their size; a local volume's capacity is
+            # only what it declares, and the demo's files are small.
+            plane.add_local_volumes(len(samples) + 2, size="100Gi")
         settings = Settings(
             kubeconfig=str(plane.kubeconfig),
             metrics_bind_address=f"127.0.0.1:{args.metrics_port}",
@@ -293,6 +296,9 @@ def main(args: argparse.Namespace) -> int:
                 plane.stop()
         except KeyboardInterrupt:
             return 0
+        finally:
+            if args.workdir is None:
+                shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
