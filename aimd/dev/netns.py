@@ -163,5 +163,5 @@ class NodeNetwork:
         with contextlib.suppress(OSError):
             if NETNS_DIR.is_dir() and not any(NETNS_DIR.iterdir()):
                 if is_mount_point(NETNS_DIR):
-                    run("umount", str(NETNS_DIR))
+                    run("umount", "--no-mtab", str(NETNS_DIR))
                 NETNS_DIR.rmdir()
