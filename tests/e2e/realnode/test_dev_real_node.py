@@ -14,17 +14,14 @@ import pytest
 
 from aimd.dev.controlplane import free_port
 from aimd.dev.netns import NodeNetwork, pids_in
-from aimd.dev.node import cgroup_dirs, missing_means, read_kernel_settings
+from aimd.dev.node import cgroup_dirs, read_kernel_settings
 from tests.e2e.dev_process import processes_mentioning, read_until, start_dev
 from tests.support import eventually
 
 
 async def test_aimd_dev_on_the_real_node_says_how_to_reach_it_and_stops_it_on_sigterm(
-    tmp_path: Path,
+    node_possible: None, tmp_path: Path
 ) -> None:
-    reason = missing_means()
-    if reason:
-        pytest.skip(f"real-node suite skipped: {reason}")
     kernel = read_kernel_settings()
     workdir = tmp_path / "dev"
     process = await start_dev(
