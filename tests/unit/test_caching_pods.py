@@ -58,8 +58,9 @@ def test_an_image_that_cannot_be_pulled_names_the_image_and_the_fields_to_fix(na
 
 def test_a_storage_class_that_does_not_exist_says_so_when_the_caller_knows() -> None:
     reason, message = problem("no-storage-class", storage_class_exists=False)
+    claim = capture("no-storage-class")["pvc"]["metadata"]["name"]
     assert reason == "StorageClassNotFound"
-    assert message.startswith('StorageClass "no-such-class" of volume mc-data does not exist')
+    assert message.startswith(f'StorageClass "no-such-class" of volume {claim} does not exist')
     assert "spec.storageClassName" in message
 
 
@@ -132,3 +133,11 @@ def test_a_pod_not_yet_scheduled_without_a_verdict_is_no_problem() -> None:
     pod = copy.deepcopy(capture("access-mode")["pod"])
     pod["status"]["conditions"] = []
     assert pod_problem(pod, capture("access-mode")["pvc"]) is None
+
+
+def test_a_deleted_jobs_pod_killed_after_its_grace_period_is_no_start_problem() -> None:
+    """Its container ran and was killed (exit 137): the Job's outcome says so, not this."""
+    captured = capture("deleted-job-pod")
+    (status,) = captured["pod"]["status"]["containerStatuses"]
+    assert status["state"]["terminated"]["exitCode"] == 137
+    assert pod_problem(captured["pod"], captured["pvc"]) is None
