@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from aimd.caching.pods import PodProblem, pod_problem
+from aimd.caching.pods import PodProblem, PodReason, pod_problem
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pods"
 Object = dict[str, Any]
@@ -66,8 +66,9 @@ def test_a_storage_class_that_does_not_exist_says_so_when_the_caller_knows() -> 
 
 def test_an_unbindable_volume_names_what_it_asks_for() -> None:
     reason, message = problem("access-mode", storage_class_exists=True)
+    claim = capture("access-mode")["pvc"]["metadata"]["name"]
     assert reason == "VolumeUnschedulable"
-    assert 'mc-data (ReadWriteMany, 1Gi, StorageClass "rwo-only-' in message
+    assert f'{claim} (ReadWriteMany, 1Gi, StorageClass "rwo-only-' in message
     assert "didn't find available persistent volumes to bind" in message
 
 
@@ -113,7 +114,8 @@ def test_any_other_container_config_error_passes_the_kubelets_words_on() -> None
     words = "container has runAsNonRoot and image will run as root"
     found = pod_problem(_with_waiting(pod, "CreateContainerConfigError", words))
     assert found == PodProblem(
-        "ContainerConfigInvalid", f"the kubelet cannot create the download container: {words}"
+        PodReason.CONTAINER_CONFIG_INVALID,
+        f"the kubelet cannot create the download container: {words}",
     )
 
 
