@@ -8,18 +8,26 @@ leader-election namespace defaults to ``$POD_NAMESPACE`` and the identity to ``$
 
 Bind addresses are Go-style: ``:8080`` is every interface, ``127.0.0.1:8080`` one, ``0``
 disables the server.
+
+The client-side rate limit takes kube-controller-manager's flag names (``--kube-api-qps``,
+``--kube-api-burst``) and controller-runtime's defaults (20 requests a second, bursts of 30);
+``--kube-api-qps`` of 0 or less switches the limiter off.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
+from aimd import logs
+
 ENV_PREFIX = "AIMD_"
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,10 @@ class Settings:
     watch_stall_timeout: float = 300.0
     shutdown_grace: float = 30.0
     log_level: str = "info"
+    log_format: str = "text"
+    kube_api_qps: float = 20.0  # <= 0: no client-side limit
+    kube_api_burst: int = 30
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
     image: str | None = None  # this controller's own image: the default for download Jobs
 
     @classmethod
@@ -81,6 +93,15 @@ class Settings:
             )
         if self.workers < 1:
             raise ValueError("--workers must be at least 1")
+        if self.kube_api_qps > 0 and self.kube_api_burst < 1:
+            raise ValueError("--kube-api-burst must be at least 1 while --kube-api-qps is set")
+        if self.log_format not in logs.FORMATS:
+            raise ValueError(f"--log-format must be one of {', '.join(logs.FORMATS)}")
+        if self.log_level.lower() not in logs.LEVELS:
+            raise ValueError(f"--log-level must be one of {', '.join(logs.LEVELS)}")
+        for namespace in self.namespaces:
+            if not DNS_LABEL.match(namespace):
+                raise ValueError(f"--namespaces: {namespace!r} is not a namespace name")
         for address in (self.metrics_bind_address, self.health_probe_bind_address):
             parse_bind_address(address)
 
@@ -93,7 +114,8 @@ _FLOATS = {
     "watch_stall_timeout",
     "shutdown_grace",
 }
-_INTS = {"workers"}
+_INTS = {"workers", "kube_api_burst"}
+_NUMBERS = {"kube_api_qps"}
 
 
 def _parse(name: str, raw: str) -> object:
@@ -103,7 +125,16 @@ def _parse(name: str, raw: str) -> object:
         return _duration(raw)
     if name in _INTS:
         return int(raw)
+    if name in _NUMBERS:
+        return float(raw)
+    if name == "namespaces":
+        return _namespaces(raw)
     return raw
+
+
+def _namespaces(raw: str) -> tuple[str, ...]:
+    """``"a, b,,c"`` → ``("a", "b", "c")``: comma-separated, blanks ignored, order kept."""
+    return tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
 
 
 def _duration(raw: str) -> float:
@@ -165,4 +196,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds SIGTERM waits for running reconciles (default 30)",
     )
     add("--log-level", help="debug, info, warning or error (default info)")
+    add("--log-format", choices=logs.FORMATS, help="text (default) or json, one object a line")
+    add(
+        "--kube-api-qps",
+        type=float,
+        help="requests per second to the API server, client-side (default 20; <= 0: unlimited)",
+    )
+    add("--kube-api-burst", type=int, help="requests allowed at once above the QPS (default 30)")
+    add(
+        "--namespaces",
+        type=_namespaces,
+        help="watch only these namespaces, comma-separated (default: every namespace)",
+    )
     add("--image", help="this controller's image, run by download Jobs (env AIMD_IMAGE)")

@@ -18,12 +18,20 @@ import yaml
 
 from aimd.api import kinds
 from aimd.api.resource import Resource
+from aimd.api.sources import SEGMENT_MESSAGE
 
 Schema = dict[str, Any]
 
 MODEL_ID_PATTERN = r"^[A-Za-z0-9_-]+/[A-Za-z0-9._-]+$"
 HF_URI_PATTERN = r"^hf://[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(@[A-Za-z0-9_./-]+)?$"
 S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9!_.*'()/=+-]*)?$"
+# No '.', '..' or empty path segment in the repository, revision or S3 prefix (a trailing '/' on
+# an S3 prefix is allowed: it names the same folder). CEL's matches() is unanchored.
+SEGMENT_RULE = (
+    "!self.substring(5).matches('(^|[/@])[.][.]?([/@]|$)') && "
+    "(!self.startsWith('hf://') || !self.substring(5).matches('(^|[/@])([/@]|$)')) && "
+    "(!self.startsWith('s3://') || !self.substring(5).matches('//'))"
+)
 CACHE_STATUSES = ["Pending", "Progressing", "Available", "Failed"]
 SERVICE_STATUSES = ["Pending", "Starting", "Running", "Degraded", "Failed"]
 TEMPLATE_STATUSES = ["Available", "Failed"]
@@ -71,6 +79,11 @@ def source_uri_schema() -> Schema:
                     "message": "an s3:// sourceUri must look like s3://bucket or "
                     "s3://bucket/prefix with a valid bucket name",
                 },
+                {
+                    # The controller's copy of this rule is aimd.api.sources.segment_problem.
+                    "rule": SEGMENT_RULE,
+                    "message": SEGMENT_MESSAGE,
+                },
             ]
         },
     )
@@ -105,6 +118,30 @@ def size_schema() -> Schema:
             }
         ],
     }
+
+
+def resources_schema() -> Schema:
+    """core/v1 ResourceRequirements: every request and limit a Quantity, refused at admission
+    otherwise (a template with `cpu: lots` would be Available and its services fail later)."""
+    quantity = {
+        "x-kubernetes-int-or-string": True,
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "maxLength": 64,
+        "x-kubernetes-validations": [
+            {
+                "rule": "isQuantity(string(self))",
+                "message": "must be a quantity such as 2, 500m or 16Gi",
+            }
+        ],
+    }
+    quantities = {"type": "object", "maxProperties": 32, "additionalProperties": quantity}
+    return _object(
+        {
+            "limits": quantities,
+            "requests": quantities,
+            "claims": _array(_object({"name": _string(63)}, required=["name"]), maxItems=16),
+        }
+    )
 
 
 def env_schema() -> Schema:
@@ -184,7 +221,7 @@ def template_spec_schema() -> Schema:
         {
             "image": _string(1024, minLength=1),
             "modelSources": _array(model_source_schema(), minItems=1, maxItems=32),
-            "resources": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+            "resources": resources_schema(),
             "env": env_schema(),
             "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 8000},
         },
@@ -301,6 +338,8 @@ def model_cache_status_schema() -> Schema:
             ),
             "persistentVolumeClaim": _string(),
             "sizeBytes": {"type": "integer", "format": "int64", "minimum": 0},
+            "displaySize": _string(32),
+            "displayPercentage": _string(8),
             "failures": {"type": "integer", "minimum": 0},
             "nextRetryTime": timestamp,
             "retryRequest": _string(256),
@@ -445,8 +484,8 @@ def all_crds() -> list[dict[str, Any]]:
             [
                 STATUS,
                 _column("Source", ".spec.sourceUri"),
-                _column("Progress", ".status.progress.percentage", "integer"),
-                _column("Size", ".status.sizeBytes", "integer"),
+                _column("Progress", ".status.displayPercentage"),
+                _column("Size", ".status.displaySize"),
                 _column("PVC", ".status.persistentVolumeClaim", priority=1),
                 _column("Failures", ".status.failures", "integer", priority=1),
             ],

@@ -49,6 +49,9 @@ class Reason(enum.StrEnum):
     DOWNLOADING = "Downloading"
     DOWNLOAD_FAILED = "DownloadFailed"
     CREATE_REFUSED = "CreateRefused"
+    NOT_ALLOWED = "NotAllowed"
+    SECRET_NOT_FOUND = "SecretNotFound"
+    WAITING_FOR_DOWNLOAD_SLOT = "WaitingForDownloadSlot"
 
     # -- the download Job's own failures (aimd.download.reasons.Reason) ---------------------------
     SOURCE_NOT_FOUND = "SourceNotFound"

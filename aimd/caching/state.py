@@ -42,6 +42,7 @@ CREATED_BY = "createdBy"
 UID = "uid"
 OWNER = "owner"
 MODEL_CACHE = "modelCache"
+LABEL_VALUE = "labelValue"
 
 
 class Store(Generic[T]):
@@ -149,6 +150,9 @@ class State:
         self.model_caches.add_index(SOURCE_KEY, _model_cache_source)
         self.model_caches.add_index(CREATED_BY, _by_label(kinds.LABEL_CREATED_BY_TEMPLATE_CACHE))
         self.model_caches.add_index(UID, _uid)
+        self.model_caches.add_index(
+            LABEL_VALUE, lambda mc: [(namespace_of(mc), label_value(mc["metadata"]["name"]))]
+        )
         for child in self.children:
             child.add_index(OWNER, _owners)
         self.pvcs.add_index(MODEL_CACHE, _by_label(kinds.LABEL_MODEL_CACHE))
@@ -189,6 +193,12 @@ class State:
             if found:
                 return found[0]
         return None
+
+    def model_caches_named_by(self, child: ObjectLike) -> list[ModelCache]:
+        """The MCs whose name the child's model-cache label carries: its owner, or a namesake
+        created since (which waits for this child's volume to go)."""
+        value = labels_of(child).get(kinds.LABEL_MODEL_CACHE)
+        return self.model_caches.by(LABEL_VALUE, (namespace_of(child), value)) if value else []
 
     def service_owning(self, workload: ObjectLike) -> Service | None:
         """The AIMService a Deployment or Service belongs to."""

@@ -100,9 +100,11 @@ def on_model_cache(state: State, old: ModelCache | None, new: ModelCache | None)
 
 
 def on_model_cache_child(state: State, old: Object | None, new: Object | None) -> Keys:
+    """A child wakes the MC that owns it, and any MC of the same name waiting for it to go."""
+    child = _either(old, new)
     keys = Keys()
-    mc = state.model_cache_owning(_either(old, new))
-    if mc is not None:
+    owner = state.model_cache_owning(child)
+    for mc in [owner] if owner is not None else state.model_caches_named_by(child):
         keys.uris(namespace_of(mc), {mc["spec"]["sourceUri"]})
     return keys
 

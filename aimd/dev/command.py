@@ -31,7 +31,7 @@ import yaml
 
 from aimd.api import kinds
 from aimd.api.crds import all_crds
-from aimd.cachectl import cache_rows, format_table
+from aimd.cli.cache import cache_rows, format_table
 from aimd.dev import netns
 from aimd.dev.controlplane import REPO_ROOT, ControlPlane, build_binaries, free_port
 from aimd.dev.kubelet import LocalKubelet

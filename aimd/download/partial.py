@@ -129,9 +129,17 @@ class PartialFile:
         self.progress.unlink(missing_ok=True)
 
     def install(self) -> None:
-        """fsync, then rename into place: the final path only ever holds a verified file."""
-        os.fsync(self.open())
-        self.close()
+        """fsync, then rename into place: the final path only ever holds a verified file.
+
+        Runs in a thread on a descriptor of its own, so the loop closing the file's descriptors
+        (as it does when an attempt ends) can never pull one from under it; a process that dies
+        meanwhile leaves either the partial file or the whole one, never half a rename.
+        """
+        fd = os.open(self.partial, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         self.final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.partial, self.final)
         self.progress.unlink(missing_ok=True)

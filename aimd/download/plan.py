@@ -52,8 +52,8 @@ Locator = Callable[[RemoteFile], tuple[str, Mapping[str, str]]]
 @dataclass(frozen=True)
 class Plan:
     """Everything to download. ``revision`` is the pinned commit (hf://) or None (s3://);
-    ``locate`` gives the URL and headers of a GET for a file (presigned URLs are made fresh per
-    request, so a long download never runs into their expiry)."""
+    ``locate`` gives the URL and headers of a GET for a file; the transfer engine asks once per
+    file and again shortly before the URL's signature expires (:mod:`aimd.download.targets`)."""
 
     uri: str
     revision: str | None

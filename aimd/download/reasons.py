@@ -21,6 +21,7 @@ class Reason(enum.StrEnum):
     NETWORK_ERROR = "NetworkError"
     INVALID_SOURCE = "InvalidSource"
     INTERNAL_ERROR = "InternalError"
+    TERMINATED = "Terminated"
 
 
 EXIT_CODES: dict[Reason, int] = {
@@ -34,6 +35,10 @@ EXIT_CODES: dict[Reason, int] = {
     Reason.STALLED: 15,
     Reason.NETWORK_ERROR: 16,
     Reason.INVALID_SOURCE: 17,
+    # Stopped by SIGTERM or SIGINT (the pod deleted or evicted, a person's Ctrl-C): not a
+    # failure of the source; what was fetched is on disk and the next attempt resumes it.
+    # 143 is 128 + SIGTERM, what a shell and the kubelet show for a process the signal ended.
+    Reason.TERMINATED: 143,
 }
 
 REASON_BY_EXIT_CODE: dict[int, Reason] = {code: reason for reason, code in EXIT_CODES.items()}

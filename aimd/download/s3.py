@@ -7,8 +7,8 @@ when an endpoint is set, because S3-compatible stores (MinIO, Ceph) mostly need 
 ``AWS_S3_ADDRESSING_STYLE=virtual`` to override.
 
 boto3 lists, inspects and signs; the bytes are fetched by the transfer engine with presigned
-GETs, one signature per request (signing is local and cheap, and a presigned URL made per request
-never expires mid-download).
+GETs, one signature per file, made again shortly before its ``PRESIGN_SECONDS`` run out, so a long
+download never runs into an expired URL.
 """
 
 from __future__ import annotations

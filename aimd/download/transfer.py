@@ -1,11 +1,15 @@
 """The transfer engine: fetches a :class:`~aimd.download.plan.Plan` into a directory.
 
-How it is fast: every file is cut into chunks (16 MiB by default) fetched with ranged GETs by a
-bounded pool of workers over one aiohttp connection pool, so one huge file uses every connection
-and many small files do not wait on each other. Chunks are queued file by file, so files finish
-(and free their resources) in order. Bytes go to disk with ``pwrite`` at their offset; each file's
-digest is computed in a worker thread from what was written, chunk after chunk as the contiguous
-prefix grows, so verification overlaps the download instead of following it.
+How it is fast: every file is cut into chunks (16 MiB by default) fetched with ranged GETs by
+``concurrency`` workers. The bytes never touch the event loop: each GET runs in a worker thread
+(:mod:`aimd.download.fetch`) that reads the body into its own buffer, ``pwrite``-s it at its
+offset and offers it to the file's checker, all of which release the GIL. A worker keeps to one
+file, chunk after chunk, while there are files nobody has started, so with many files each is
+written by one thread in order and hashed from memory as it arrives (no read-back, one inode per
+writer); with fewer files than workers they share the chunks of the first unfinished one, and
+what arrives out of order is hashed from disk as the contiguous prefix grows, so verification
+overlaps the download instead of following it. Each file is located once (``/resolve`` for
+hf://, a presigned URL for s3://) and its redirect target reused (:mod:`aimd.download.targets`).
 
 How it resumes: see :mod:`aimd.download.partial`; a retry asks only for bytes not yet on disk,
 and stale partial files (of other content) are removed.
@@ -13,6 +17,10 @@ and stale partial files (of other content) are removed.
 How it is honest: a file enters its final place only after its size and its published digest
 (where there is one) match, by an atomic rename after ``fsync``; the manifest records how each
 file was verified. Finished files are skipped on a retry.
+
+How it stops: :meth:`Transfer.stop` (on SIGTERM) or cancelling :meth:`Transfer.run` cuts every
+request at once (their sockets are shut down) and waits for the worker threads to leave before
+files are closed, so what was written is recorded and resumable, and nothing is renamed half-way.
 
 When it gives up (:class:`~aimd.download.reasons.DownloadFailed`): credentials refused, file
 gone, disk full, digest mismatch (the partial file is discarded, so the retry fetches it anew),
@@ -27,27 +35,33 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import http.client
 import logging
 import os
 import random
+import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import aiohttp
-
+from aimd.download.fetch import Aborted, Answer, Http
 from aimd.download.manifest import STATE_DIR, Manifest
 from aimd.download.partial import PARTIAL_DIR, Chunk, PartialFile
 from aimd.download.plan import Plan, RemoteFile
 from aimd.download.reasons import DownloadFailed, Reason
-from aimd.download.verify import checker, feed_range, file_matches
+from aimd.download.targets import MAX_REDIRECTS, Target, Targets
+from aimd.download.verify import InOrder, checker, file_matches
 
 log = logging.getLogger(__name__)
 
+# Bytes per read of a body into a worker's buffer: large enough that Python's cost per read is
+# noise, small enough that the progress record follows closely.
 BLOCK = 1 << 20
 LOCK = "lock"
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,10 @@ class _Retry(Exception):
     """A transient failure of one request: try the rest of the chunk again after a backoff."""
 
 
+class _Again(Exception):
+    """Ask again at once: the request was redirected, or its target expired."""
+
+
 class _Throttled(Exception):
     """The source asked us to slow down (429, 503), maybe saying for how long."""
 
@@ -73,28 +91,75 @@ class _Throttled(Exception):
         self.retry_after = retry_after
 
 
+class _Schedule:
+    """Which chunk a worker takes next: the following chunk of the file it is on; else the
+    first of a file nobody has started; else the first chunk nobody has taken, in plan order
+    (so that the contiguous prefix of a shared file grows and its check keeps up)."""
+
+    def __init__(self, files: Iterable[PartialFile]) -> None:
+        self._left: dict[PartialFile, deque[Chunk]] = {}
+        for file in files:
+            chunks = deque(c for c in file.chunks if not c.complete)
+            if chunks:
+                self._left[file] = chunks
+        self._started: set[PartialFile] = set()
+
+    def __len__(self) -> int:
+        return sum(len(chunks) for chunks in self._left.values())
+
+    def take(self, previous: Chunk | None) -> Chunk | None:
+        if previous is not None:
+            chunks = self._left.get(previous.file)
+            if chunks and chunks[0].index == previous.index + 1:
+                return self._pop(previous.file)
+        for file in self._left:
+            if file not in self._started:
+                return self._pop(file)
+        for file in self._left:
+            return self._pop(file)
+        return None
+
+    def _pop(self, file: PartialFile) -> Chunk:
+        self._started.add(file)
+        chunks = self._left[file]
+        chunk = chunks.popleft()
+        if not chunks:
+            del self._left[file]
+        return chunk
+
+
 class Transfer:
     """One download attempt of ``plan`` into ``target``. Read :attr:`on_disk` (bytes of the
     model in place or in verified-so-far partial files, resumed ones included), :attr:`fetched`
     (bytes received by this attempt) and :attr:`total` while :meth:`run` runs."""
 
-    def __init__(
-        self, plan: Plan, target: Path, session: aiohttp.ClientSession, settings: Settings
-    ) -> None:
+    def __init__(self, plan: Plan, target: Path, settings: Settings) -> None:
         self.plan = plan
         self.target = target
-        self.session = session
         self.settings = settings
         self.total = plan.total_bytes
         self.on_disk = 0
         self.fetched = 0
         self.skipped_files = 0
+        self.targets = Targets(plan.locate)
+        self._counting = threading.Lock()
+        self._checks: dict[PartialFile, InOrder] = {}
+        self._finding_out: dict[str, asyncio.Event] = {}
         self._last_activity = time.monotonic()
         self._quiet_until = 0.0
         self._waited_for_source = 0.0
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=30, sock_read=max(1.0, settings.stall_timeout / 2)
-        )
+        # A read that waits this long fails its request (the chunk is retried); a whole
+        # transfer without a byte for stall_timeout fails as Stalled.
+        self._http = Http(read_timeout=max(1.0, settings.stall_timeout / 2))
+
+    def stop(self) -> None:
+        """Cuts every request now (from any thread or a signal handler); :meth:`run` then ends
+        with the error its workers see, after they have left and the records are written."""
+        self._http.abort()
+
+    @property
+    def stopping(self) -> bool:
+        return self._http.aborted.is_set()
 
     async def run(self) -> Manifest:
         """Downloads and verifies every file; returns the saved, complete manifest."""
@@ -122,18 +187,24 @@ class Transfer:
         self._remove_stale(manifest, partial_dir, {f.key for f in pending})
         manifest.save()
         self._check_space(pending)
-        queue = deque(c for f in pending for c in f.chunks if not c.complete)
+        schedule = _Schedule(pending)
         self._last_activity = time.monotonic()
+        pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="fetch")
         try:
             async with asyncio.TaskGroup() as outer:
                 watchdog = outer.create_task(self._watch_for_stall())
                 async with asyncio.TaskGroup() as work:
-                    for _ in range(min(self.settings.concurrency, len(queue))):
-                        work.create_task(self._worker(queue))
+                    for _ in range(min(self.settings.concurrency, len(schedule))):
+                        work.create_task(self._worker(schedule, pool))
                     for file in pending:
                         work.create_task(self._finish(file, manifest))
                 watchdog.cancel()
         finally:
+            # No thread may write into a file after it is closed (its fd number could be
+            # reused): cut the requests, then wait for the threads to leave.
+            self._http.abort()
+            await asyncio.shield(asyncio.to_thread(pool.shutdown, wait=True))
+            self._http.close()
             for file in pending:
                 file.close()
         manifest.complete = True
@@ -185,20 +256,30 @@ class Transfer:
                 "free space on the volume",
             )
 
-    async def _worker(self, queue: deque[Chunk]) -> None:
-        while queue:
-            chunk = queue.popleft()
-            await self._fetch(chunk)
+    async def _worker(self, schedule: _Schedule, pool: ThreadPoolExecutor) -> None:
+        chunk: Chunk | None = None
+        while (chunk := schedule.take(chunk)) is not None:
+            await self._fetch(chunk, pool)
             chunk.finished.set()
 
-    async def _fetch(self, chunk: Chunk) -> None:
+    async def _fetch(self, chunk: Chunk, pool: ThreadPoolExecutor) -> None:
         """Fetches the rest of ``chunk``, retrying transient failures and honouring throttling."""
         failures = 0
+        redirects = 0
         while not chunk.complete:
             before = chunk.done
             try:
-                await self._fetch_once(chunk)
+                await self._fetch_once(chunk, pool)
+            except _Again:
+                redirects += 1
+                if redirects > MAX_REDIRECTS:
+                    raise DownloadFailed(
+                        Reason.NETWORK_ERROR,
+                        f"{chunk.file.remote.path} of {self.plan.uri} redirected more than "
+                        f"{MAX_REDIRECTS} times in a row; check the source's endpoint",
+                    ) from None
             except _Retry as error:
+                redirects = 0
                 failures = 1 if chunk.done > before else failures + 1
                 if failures >= self.settings.attempts:
                     raise DownloadFailed(
@@ -209,6 +290,7 @@ class Transfer:
                     ) from error
                 await asyncio.sleep(min(10.0, 0.2 * 2**failures) * random.uniform(0.5, 1.0))
             except _Throttled as throttled:
+                redirects = 0
                 wait = throttled.retry_after
                 if wait is None:
                     wait = min(30.0, 2.0 ** min(failures + 1, 5))
@@ -225,35 +307,108 @@ class Transfer:
                 self._quiet_until = max(self._quiet_until, time.monotonic() + wait)
                 await asyncio.sleep(wait)
 
-    async def _fetch_once(self, chunk: Chunk) -> None:
+    async def _fetch_once(self, chunk: Chunk, pool: ThreadPoolExecutor) -> None:
+        """One GET of the rest of ``chunk`` from the file's current target, in a thread."""
         file = chunk.file
-        url, base_headers = self.plan.locate(file.remote)
+        file.open()  # here, not in the threads: two of them could create it at once
+        if file not in self._checks and file.remote.digest is not None:
+            self._checks[file] = InOrder(checker(file.remote.digest, file.remote.size))
+        target, finding_out = await self._target(file.remote)
+        loop = asyncio.get_running_loop()
+        try:
+            answer = await loop.run_in_executor(pool, self._receive, chunk, target, loop)
+        finally:
+            if finding_out:
+                self._found_out(file.remote, target)
+        if answer is None:
+            return
+        if answer.status in REDIRECTS and answer.location:
+            self.targets.redirect(file.remote, target, answer.location)
+            raise _Again
+        if answer.status == 403 and self.targets.refused(file.remote, target):
+            log.info("%s: its download URL expired; locating it again", file.remote.path)
+            raise _Again
+        self._raise_for(answer, file.remote)
+
+    async def _target(self, file: RemoteFile) -> tuple[Target, bool]:
+        """The file's target, and whether this request is to find out about it. While nobody
+        knows whether a freshly located URL redirects, one request finds out and the others
+        wait for its answer, so a file's chunks do not all ask the resolver at once."""
+        while True:
+            target = self.targets.get(file)
+            if target.redirected or target.proven:
+                return target, False
+            waiting = self._finding_out.get(file.path)
+            if waiting is None:
+                self._finding_out[file.path] = asyncio.Event()
+                return target, True
+            await waiting.wait()
+
+    def _found_out(self, file: RemoteFile, target: Target, proven: bool = False) -> None:
+        """On the loop: the request that was finding out about ``target`` has its answer (a
+        body, ``proven``; a redirect; an error): the others may go on."""
+        if proven:
+            target.proven = True
+        waiting = self._finding_out.pop(file.path, None)
+        if waiting is not None:
+            waiting.set()
+
+    def _receive(
+        self, chunk: Chunk, target: Target, loop: asyncio.AbstractEventLoop
+    ) -> Answer | None:
+        """In a worker thread: GETs the rest of ``chunk`` and writes it as it arrives. None when
+        the chunk's bytes came (all of them, or :class:`_Retry` for the rest); the
+        :class:`Answer` when the server answered something else."""
+        file = chunk.file
         start, end = chunk.start + chunk.done, chunk.end
-        headers = {**base_headers, "Range": f"bytes={start}-{end - 1}"}
+        headers = {**target.headers, "Range": f"bytes={start}-{end - 1}"}
+        try:
+            exchange = self._http.get(target.url, headers)
+        except (OSError, http.client.HTTPException) as error:
+            raise _Retry(f"{type(error).__name__}: {error}") from error
+        response = exchange.response
+        whole = start == 0 and end == file.remote.size
+        if response.status != 206 and not (response.status == 200 and whole):
+            return exchange.answer()
+        if response.length is not None and response.length != end - start:
+            exchange.release()
+            raise _Retry(f"the server sent {response.length} bytes for a range of {end - start}")
+        if not target.proven:
+            loop.call_soon_threadsafe(self._found_out, file.remote, target, True)
+        buffer = _buffer()
+        check = self._checks.get(file)
         position = start
         try:
-            async with self.session.get(url, headers=headers, timeout=self._timeout) as response:
-                whole = start == 0 and end == file.remote.size
-                if response.status != 206 and not (response.status == 200 and whole):
-                    self._raise_for(response, file.remote)
-                fd = file.open()
-                async for data in response.content.iter_chunked(BLOCK):
-                    if position + len(data) > end:
-                        raise _Retry("the server sent more bytes than asked for")
-                    os.pwrite(fd, data, position)
-                    position += len(data)
-                    chunk.done += len(data)
-                    file.record(chunk)
-                    self.fetched += len(data)
-                    self.on_disk += len(data)
-                    self._last_activity = time.monotonic()
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise _Retry(f"{type(error).__name__}: {error}") from error
+            while position < end:
+                try:
+                    received = exchange.read_into(buffer[: min(len(buffer), end - position)])
+                except (OSError, http.client.HTTPException) as error:
+                    if self.stopping:
+                        raise Aborted from error
+                    raise _Retry(f"{type(error).__name__}: {error}") from error
+                if not received:
+                    break
+                block = buffer[:received]
+                os.pwrite(file.fd, block, position)
+                if check is not None:
+                    check.offer(block, position)
+                position += received
+                chunk.done += received
+                file.record(chunk)
+                with self._counting:
+                    self.fetched += received
+                    self.on_disk += received
+                self._last_activity = time.monotonic()
+        finally:
+            exchange.release()
         if position < end:
+            if self.stopping:
+                raise Aborted
             raise _Retry("the connection closed early")
+        return None
 
-    def _raise_for(self, response: aiohttp.ClientResponse, file: RemoteFile) -> None:
-        status = response.status
+    def _raise_for(self, answer: Answer, file: RemoteFile) -> None:
+        status = answer.status
         where = f"{file.path} of {self.plan.uri}"
         if status in (401, 403):
             raise DownloadFailed(
@@ -280,7 +435,7 @@ class Transfer:
                 "downloads need; use an endpoint (or proxy) that supports them",
             )
         if status in (429, 503):
-            raise _Throttled(_retry_after(response.headers.get("Retry-After")))
+            raise _Throttled(_retry_after(answer.headers.get("retry-after")))
         if status >= 500:
             raise _Retry(f"HTTP {status}")
         raise DownloadFailed(Reason.NETWORK_ERROR, f"the source answered {status} for {where}")
@@ -289,12 +444,15 @@ class Transfer:
         """Checks ``file`` as its chunks complete, then moves it into place."""
         remote = file.remote
         digest = remote.digest
-        check = checker(digest, remote.size) if digest else None
         for chunk in file.chunks:
             await chunk.finished.wait()
-            if check is not None:
-                await asyncio.to_thread(feed_range, file.open(), check, chunk.start, chunk.end)
+            check = self._checks.get(file)
+            if check is None and digest is not None:
+                check = self._checks[file] = InOrder(checker(digest, remote.size))
+            if check is not None and check.position < chunk.end:
+                await asyncio.to_thread(check.catch_up, file.open(), chunk.end)
                 self._last_activity = time.monotonic()
+        check = self._checks.pop(file, None)
         fd = file.open()
         written = sum(c.done for c in file.chunks)
         if written != remote.size or os.fstat(fd).st_size != remote.size:
@@ -306,7 +464,7 @@ class Transfer:
             )
         verified_by = "size"
         if digest is not None and check is not None:
-            actual = check.hexdigest()
+            actual = check.check.hexdigest()
             if actual == digest.value:
                 verified_by = digest.algorithm
             elif digest.authoritative:
@@ -323,6 +481,7 @@ class Transfer:
                     "%s: ETag not reproduced with a guessed part size; verified by size only",
                     remote.path,
                 )
+        file.close()
         await asyncio.to_thread(file.install)
         manifest.record(remote, verified_by)
         manifest.save()
@@ -372,6 +531,17 @@ async def _volume_lock(target: Path, patience: float) -> AsyncIterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+_local = threading.local()
+
+
+def _buffer() -> memoryview:
+    """This worker thread's receive buffer, reused for every request it makes."""
+    buffer: memoryview | None = getattr(_local, "buffer", None)
+    if buffer is None:
+        buffer = _local.buffer = memoryview(bytearray(BLOCK))
+    return buffer
 
 
 def _retry_after(value: str | None) -> float | None:

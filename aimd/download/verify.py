@@ -1,15 +1,17 @@
 """Streaming checks of a file against the digest its source published.
 
-Each checker is fed the file's bytes in order (the transfer engine reads back what it wrote, as
-the contiguous prefix grows, so checking overlaps downloading) and then says whether they match.
-hashlib releases the GIL on large buffers, so checks run in worker threads in parallel with the
-event loop.
+Each checker is fed the file's bytes in order and then says whether they match. The transfer
+engine feeds it from two sides (:class:`InOrder`): the worker thread that has just written a block
+right at the checker's position hashes that block from memory, and whatever arrived out of order
+is read back from disk once the contiguous prefix reaches it, so checking overlaps downloading.
+hashlib releases the GIL on large buffers, so checks run on every core.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from typing import Protocol
 
 from aimd.download.plan import Digest
@@ -18,7 +20,7 @@ READ_BLOCK = 4 << 20
 
 
 class Checker(Protocol):
-    def update(self, data: bytes) -> None: ...
+    def update(self, data: bytes | memoryview, /) -> None: ...
 
     def hexdigest(self) -> str: ...
 
@@ -30,7 +32,7 @@ class _GitBlobSha1:
     def __init__(self, size: int) -> None:
         self._sha1 = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         self._sha1.update(data)
 
     def hexdigest(self) -> str:
@@ -47,7 +49,7 @@ class _MultipartMd5:
         self._filled = 0
         self._digests: list[bytes] = []
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             take = min(len(view), self._part_size - self._filled)
@@ -90,6 +92,36 @@ def feed_range(fd: int, check: Checker, start: int, end: int) -> int:
         check.update(data)
         position += len(data)
     return position - start
+
+
+class InOrder:
+    """A file's checker with the position up to which it has been fed.
+
+    :meth:`offer` is called by a writer thread with a block it has just written: taken when the
+    block starts exactly at the position, skipped otherwise (and when another thread is feeding
+    the checker: it is never waited for). :meth:`catch_up` reads back from disk what was not
+    offered in order, up to a point below which every byte is written.
+    """
+
+    def __init__(self, check: Checker) -> None:
+        self.check = check
+        self.position = 0
+        self._lock = threading.Lock()
+
+    def offer(self, block: memoryview, offset: int) -> None:
+        if offset != self.position or not self._lock.acquire(blocking=False):
+            return
+        try:
+            if offset == self.position:
+                self.check.update(block)
+                self.position += len(block)
+        finally:
+            self._lock.release()
+
+    def catch_up(self, fd: int, end: int) -> None:
+        with self._lock:
+            if self.position < end:
+                self.position += feed_range(fd, self.check, self.position, end)
 
 
 def file_matches(path: str, digest: Digest, size: int) -> bool:

@@ -24,12 +24,17 @@ SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 class Credentials(Protocol):
-    """How one client authenticates; shared by every request of that client."""
+    """How one client authenticates; shared by every request of that client. The client only
+    reads the attributes, so any object that has them will do (a dataclass, a test double)."""
 
-    host: str
-    ssl: ssl.SSLContext | bool
-    server_hostname: str | None
-    proxy: str | None
+    @property
+    def host(self) -> str: ...
+    @property
+    def ssl(self) -> ssl.SSLContext | bool: ...
+    @property
+    def server_hostname(self) -> str | None: ...
+    @property
+    def proxy(self) -> str | None: ...
 
     async def authorization(self) -> str | None:
         """The ``Authorization`` header value for the next request, refreshed if it expired."""

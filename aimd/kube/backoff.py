@@ -49,9 +49,6 @@ class Backoff:
         self._last_failure = now
         return self._current * (1.0 + self.jitter * self._rng())
 
-    def reset(self) -> None:
-        self._last_failure = None
-
     async def wait(self) -> float:
         delay = self.next_delay()
         await asyncio.sleep(delay)

@@ -24,15 +24,29 @@ Waits between attempts grow exponentially with full jitter. What is still failin
 attempt is raised: an :class:`~aimd.kube.errors.ApiError`, or ``aiohttp.ClientError`` /
 ``TimeoutError`` when no answer came at all. Streams (:meth:`KubeClient.stream`, used by watches)
 are never retried here; the watch loop owns that policy.
+
+Before each attempt, and before a stream opens (as client-go throttles a watch when it starts),
+the request waits for the client's ``rate_limiter`` (:mod:`aimd.kube.throttle`; None: no limit);
+the wait is observed in ``rest_client_rate_limiter_duration_seconds{verb,host}``. Then a write
+(any verb but GET and HEAD) calls the client's ``fence``, which may refuse it by raising: the
+manager fences its writers with the lease, so a replica whose lease may have expired cannot
+write, however late its tasks are cancelled.
+
+:meth:`KubeClient.with_rate_limiter` and :meth:`KubeClient.with_fence` make clients that share
+this one's credentials and connection pool but throttle or fence on their own (controller-runtime
+gives leader election and the event recorder their own client, so neither waits behind a flood
+of reconcile writes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import logging
 import os
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
@@ -48,8 +62,11 @@ from aimd.kube.errors import (
     Unauthorized,
     error_from_status,
 )
-from aimd.kube.metrics import REST_CLIENT_REQUESTS
+from aimd.kube.metrics import REST_CLIENT_RATE_LIMITER_DURATION, REST_CLIENT_REQUESTS
 from aimd.kube.resources import Resource
+from aimd.kube.throttle import RateLimiter
+
+log = logging.getLogger(__name__)
 
 PatchType = Literal["merge", "json", "strategic", "apply"]
 
@@ -62,6 +79,9 @@ PATCH_CONTENT_TYPES: dict[str, str] = {
 }
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+READ_METHODS = frozenset({"GET", "HEAD"})
+LONG_THROTTLE = 1.0  # seconds of client-side wait worth a debug line (client-go says so too)
+Fence = Callable[[], None]
 RETRIABLE_SERVER_CODES = frozenset({500, 502, 503, 504})
 USER_AGENT = "aimd/0.1 (python aiohttp)"
 
@@ -73,6 +93,7 @@ class KubeClient:
     ``timeout`` bounds every non-streaming request (connect to last byte); ``max_attempts`` is
     how many times a retriable failure is tried in total; ``retry_base`` and ``retry_cap`` bound
     the jittered exponential wait between attempts, ``retry_after_cap`` the wait a 429 may ask for.
+    ``rate_limiter`` and ``fence``: see the module docstring (both off by default).
     """
 
     def __init__(
@@ -84,6 +105,8 @@ class KubeClient:
         retry_base: float = 0.1,
         retry_cap: float = 5.0,
         retry_after_cap: float = 30.0,
+        rate_limiter: RateLimiter | None = None,
+        fence: Fence | None = None,
     ) -> None:
         self.credentials = credentials
         self.server = credentials.host.rstrip("/")
@@ -93,7 +116,9 @@ class KubeClient:
         self.retry_base = retry_base
         self.retry_cap = retry_cap
         self.retry_after_cap = retry_after_cap
-        self._session: aiohttp.ClientSession | None = None
+        self.rate_limiter = rate_limiter
+        self.fence = fence
+        self._pool = _Pool()
 
     # -- construction -------------------------------------------------------------------------
 
@@ -115,26 +140,25 @@ class KubeClient:
             return await cls.in_cluster()
         return await cls.from_kubeconfig(kubeconfig)
 
+    def with_rate_limiter(self, rate_limiter: RateLimiter | None) -> Self:
+        """This client with its own rate limiter (None: unlimited); same pool and fence."""
+        derived = copy.copy(self)
+        derived.rate_limiter = rate_limiter
+        return derived
+
+    def with_fence(self, fence: Fence | None) -> Self:
+        """This client with its own write fence; same pool and rate limiter."""
+        derived = copy.copy(self)
+        derived.fence = fence
+        return derived
+
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            ssl = self.credentials.ssl
-            connector = aiohttp.TCPConnector(
-                ssl=ssl if ssl is not False else True,
-                limit=0,  # every watch holds a connection; the API server does the limiting
-                enable_cleanup_closed=True,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-                skip_auto_headers=("Accept-Encoding",),
-            )
-        return self._session
+        return self._pool.session(self.credentials)
 
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        """Closes the connection pool, which clients derived from this one share."""
+        await self._pool.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -169,6 +193,14 @@ class KubeClient:
     def _count(self, code: int | str, method: str) -> None:
         REST_CLIENT_REQUESTS.labels(code=str(code), method=method, host=self.host).inc()
 
+    async def _throttle(self, method: str) -> None:
+        if self.rate_limiter is None:
+            return
+        waited = await self.rate_limiter.wait()
+        REST_CLIENT_RATE_LIMITER_DURATION.labels(method, self.host).observe(waited)
+        if waited > LONG_THROTTLE:
+            log.debug("waited %.1fs for the client-side rate limit before %s", waited, method)
+
     async def _send_once(
         self,
         method: str,
@@ -177,6 +209,9 @@ class KubeClient:
         data: bytes | None,
         content_type: str,
     ) -> Any:
+        await self._throttle(method)
+        if self.fence is not None and method not in READ_METHODS:
+            self.fence()
         headers = await self._headers(content_type if data is not None else None)
         try:
             async with self.session.request(
@@ -285,6 +320,7 @@ class KubeClient:
         """A GET whose body is read as it arrives (watches). No total timeout: ``read_timeout``
         is the longest silence allowed between two chunks. A failure status is raised as an
         :class:`ApiError` before anything is yielded. Not retried."""
+        await self._throttle("GET")
         headers = await self._headers(None)
         try:
             response = await self.session.get(
@@ -433,3 +469,31 @@ class KubeClient:
         if isinstance(result, dict) and result.get("kind") != "Status":
             return result
         return None
+
+
+class _Pool:
+    """The one aiohttp session (connection pool) of a client and the clients derived from it,
+    opened on first use."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self, credentials: Credentials) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            ssl = credentials.ssl
+            connector = aiohttp.TCPConnector(
+                ssl=ssl if ssl is not False else True,
+                limit=0,  # every watch holds a connection; the API server does the limiting
+                enable_cleanup_closed=True,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+                skip_auto_headers=("Accept-Encoding",),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None

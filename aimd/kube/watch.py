@@ -50,7 +50,6 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -110,10 +109,6 @@ def resource_version_unusable(error: ApiError) -> bool:
     return any(cause.get("reason") == "ResourceVersionTooLarge" for cause in error.causes)
 
 
-class Chunks(Protocol):
-    def iter_any(self) -> AsyncIterator[bytes]: ...
-
-
 class LineSplitter:
     """Newline-separated lines from chunks of a body, however long a line is: the pieces of a
     line that spans chunks are joined once, when its end arrives (aiohttp's ``readline`` refuses
@@ -148,16 +143,6 @@ class LineSplitter:
         rest = b"".join(self._pending)
         self._pending.clear()
         return rest or None
-
-
-async def split_lines(content: Chunks) -> AsyncIterator[bytes | memoryview]:
-    splitter = LineSplitter()
-    async for chunk in content.iter_any():
-        for line in splitter.feed(chunk):
-            yield line
-    rest = splitter.tail()
-    if rest is not None:
-        yield rest
 
 
 class Watcher:

@@ -2,31 +2,25 @@
 
 Nothing here knows about AIM. A reconciler uses it like this::
 
-    from aimd.runtime import Manager, Result
-    from aimd.runtime.index import key_of, owner_uids
+    from aimd.runtime import Manager, Result, TerminalError
 
-    manager = Manager(client, settings)                 # client: aimd.kube.client.KubeClient
+    def setup(manager: Manager) -> None:                # app.main(args, setup) runs it
+        caches = manager.informer(MODEL_CACHES)         # one shared informer per resource
+        caches.add_index("sourceUri", source_uri)       # obj -> [(namespace, spec.sourceUri)]
 
-    caches = manager.informer(MODEL_CACHES)             # one shared informer per resource
-    caches.add_index("sourceUri", lambda o: [(o["metadata"]["namespace"], o["spec"]["sourceUri"])])
-    pvcs = manager.informer(PERSISTENT_VOLUME_CLAIMS)
-    pvcs.add_index("owner", owner_uids)                 # ready-made: ownerReference uids
+        async def reconcile(key: tuple[str, str]) -> Result | None:
+            namespace, uri = key
+            existing = caches.index.by("sourceUri", (namespace, uri))   # list of dicts, read-only
+            ...
+            await manager.client.patch(...)             # writes go through the one client
+            return Result(requeue_after=30.0)           # or None: done; raise: retry w/ backoff
 
-    async def reconcile(key: tuple[str, str]) -> Result | None:
-        namespace, uri = key
-        existing = caches.index.by("sourceUri", (namespace, uri))   # list of dicts, read-only
-        ...
-        await manager.client.patch(...)                 # writes go through the one client
-        return Result(requeue_after=30.0)               # or None: done; raise: retry w/ backoff
-
-    controller = manager.controller("model-cache", reconcile, workers=4)
-    caches.add_handler(
-        lambda event, old, new: controller.enqueue(
-            ((new or old)["metadata"]["namespace"], (new or old)["spec"]["sourceUri"])
+        controller = manager.controller("model-cache", reconcile, workers=4)
+        caches.add_handler(
+            lambda event, old, new: controller.enqueue(
+                ((new or old)["metadata"]["namespace"], (new or old)["spec"]["sourceUri"])
+            )
         )
-    )
-
-    await manager.run()                                 # until SIGTERM / manager.stop()
 
 Contracts:
 
@@ -44,29 +38,33 @@ Contracts:
   as ``"DELETED"`` after the relist. A handler added after the informer started is first called
   with ``"ADDED"`` for every object already in the index.
 - ``informer.synced`` (bool), ``await informer.wait_synced()``: the first list is in the index.
-- ``manager.controller(name, reconcile, workers=1)``: ``reconcile(key)`` is ``async``, keys are
-  any hashable. A key is never reconciled by two workers at once; enqueueing a key that waits is
-  a no-op; enqueueing a key being reconciled runs it once more afterwards. ``Result(requeue_after=
-  T)`` runs it again after T seconds, ``Result(requeue=True)`` again with backoff, an exception
-  with per-key exponential backoff (5 ms doubling to 1000 s), reset when a reconcile succeeds.
-  Workers start once this replica leads and every informer has synced; when leadership is lost
-  every worker is cancelled at once (in-flight writes included) and ``run()`` raises
-  :class:`~aimd.kube.lease.LeadershipLost`, so the process exits and restarts as a standby.
-- ``controller.enqueue(key)``, ``controller.enqueue_after(key, seconds)``: callable any time,
-  from handlers or reconcilers, leader or not.
-- ``manager.client`` (the KubeClient), ``manager.is_leader``, ``await manager.wait_leader()``.
+- ``manager.controller(name, reconcile, workers=None, log_key=namespace_name)``:
+  ``reconcile(key)`` is ``async``, keys are any hashable (``log_key`` names the namespace and
+  name a key's log lines carry). A key is never reconciled by two workers at once; enqueueing a
+  key that waits is a no-op; enqueueing a key being reconciled runs it once more afterwards.
+  ``Result(requeue_after=T)`` runs it again after T seconds, ``Result(requeue=True)`` again with
+  backoff. Errors (see :mod:`.controller`): :class:`TerminalError` is logged and counted, not
+  retried; ``Conflict`` (409) is retried quietly with backoff; any other exception is retried
+  with per-key exponential backoff (5 ms doubling to 1000 s, reset when a reconcile succeeds),
+  and one of an unexpected type is also counted as a panic. Workers start once this replica
+  leads and every informer has synced; a write is refused (and every worker cancelled) once the
+  lease may be lost, and ``run()`` raises :class:`~aimd.kube.lease.LeadershipLost`, so the
+  process exits (code 3, see :mod:`.app`) and restarts as a standby.
+- ``controller.enqueue(key)``: callable any time, from handlers or reconcilers, leader or not.
+- ``manager.client`` (the KubeClient: rate-limited, fenced by the lease), ``manager.is_leader``.
 - ``manager.events.normal(obj, reason, note)`` / ``.warning(...)``: a Kubernetes Event about
   ``obj``, written in the background (never blocks or raises; repeats fold into one Event's
-  ``series``). See :mod:`.events`.
+  ``series``, the rate per object is bounded). See :mod:`.events`.
 
 Modules: :mod:`.index` (store + secondary indexes), :mod:`.informer`, :mod:`.queue` (work queue),
-:mod:`.clock` (injectable time), :mod:`.ratelimit`, :mod:`.controller`, :mod:`.events`,
-:mod:`.manager`, :mod:`.metrics`, :mod:`.health`, :mod:`.app` (the process around a manager:
-``run_controllers(settings, setup)`` for ``aimd run``). Settings: :mod:`aimd.settings`.
+:mod:`.clock` (injectable time), :mod:`.ratelimit`, :mod:`.controller`, :mod:`.events` and
+:mod:`.correlator`, :mod:`.manager`, :mod:`.metrics`, :mod:`.health`, :mod:`.app` (the process
+around a manager: ``app.main(args, setup)`` for ``aimd run``, with its exit codes). Settings:
+:mod:`aimd.settings`; logging: :mod:`aimd.logs`.
 """
 
-from aimd.runtime.controller import Controller, Result
+from aimd.runtime.controller import Controller, Result, TerminalError
 from aimd.runtime.informer import Informer
 from aimd.runtime.manager import Manager
 
-__all__ = ["Controller", "Informer", "Manager", "Result"]
+__all__ = ["Controller", "Informer", "Manager", "Result", "TerminalError"]

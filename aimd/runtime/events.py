@@ -1,5 +1,5 @@
 """Kubernetes Events (``events.k8s.io/v1``) about objects: recorded without waiting, written in
-the background, repeats folded into one Event.
+the background, their rate bounded by design.
 
 Usage from a reconciler::
 
@@ -7,11 +7,23 @@ Usage from a reconciler::
     manager.events.warning(model_cache, "DownloadFailed", "hf://x: 401 from the hub")
 
 Why in the background: an Event is for people; a reconcile must neither wait for it nor fail
-because of it. Recording appends to a bounded buffer (overflow is dropped and logged), and one task
-writes. Why folded: a reconcile that fails every backoff step would otherwise leave hundreds of
-identical Events. As client-go's event correlator does, an Event with the same object, type,
-reason, action and note as one written in the last ``series_window`` seconds becomes a PATCH of
-that Event's ``series`` (count and lastObservedTime) instead of a new object.
+because of it. :meth:`EventRecorder.record` only decides (through the
+:class:`~aimd.runtime.correlator.Correlator`: repeats fold into one Event's ``series``, similar
+Events aggregate, a per-object token bucket filters spam) and queues; one task writes.
+
+What one writer task sends, and why it stays bounded:
+
+- a new Event: one POST (a repeat that arrives before the POST goes out is folded into it);
+- a repeat of a written Event: its ``series`` (count, lastObservedTime) is PATCHed at most once
+  every ``series_interval`` (10 s) per Event, however often it repeats meanwhile;
+- an Event the API server expired (its TTL, 1 h by default) is created again on its next repeat.
+
+The writer's client has its own rate limiter (the manager gives it one), so Events never wait
+behind reconcile writes, nor they behind Events. What is still dropped — the spam filter's
+refusals, new Events beyond ``buffer`` (1000) waiting to be written, writes that failed — is
+counted in ``aim_events_dropped_total{reason}`` (``spam``, ``buffer_full``, ``write_failed``) and
+logged as one summary line per ``report_interval`` (60 s) and on :meth:`EventRecorder.flush`,
+never once per Event.
 """
 
 from __future__ import annotations
@@ -20,41 +32,26 @@ import asyncio
 import logging
 import secrets
 import time
-from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
 
 from aimd.kube.client import KubeClient
 from aimd.kube.errors import ApiError, NotFound
-from aimd.kube.lease import micro_time
+from aimd.kube.lease import LeadershipLost, micro_time
 from aimd.kube.resources import EVENTS
+from aimd.runtime.correlator import Correlator, Series
+from aimd.runtime.metrics import EVENTS_DROPPED
 
 log = logging.getLogger(__name__)
 
 Object = dict[str, Any]
 ObjectLike = Mapping[str, Any]  # a full object or an ObjectReference, typed view or plain
 NOTE_LIMIT = 1024  # the API server refuses longer notes
-
-
-@dataclass
-class _Pending:
-    regarding: ObjectLike
-    type: str
-    reason: str
-    note: str
-    action: str
-    related: ObjectLike | None
-
-
-@dataclass
-class _Series:
-    namespace: str
-    name: str
-    count: int
-    written_at: float
+NAME_LIMIT = 253 - 17  # room for ".<16 hex digits>"
+WRITE_ERRORS = (ApiError, aiohttp.ClientError, TimeoutError, LeadershipLost)
 
 
 def reference(obj: ObjectLike) -> Object:
@@ -79,18 +76,28 @@ class EventRecorder:
         instance: str,
         *,
         buffer: int = 1000,
-        series_window: float = 360.0,
+        series_interval: float = 10.0,
+        report_interval: float = 60.0,
+        correlator: Correlator | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.controller = controller
         self.instance = instance[:128]
-        self.series_window = series_window
-        self._buffer: deque[_Pending] = deque(maxlen=buffer)
+        self.buffer = buffer
+        self.series_interval = series_interval
+        self.report_interval = report_interval
+        self.correlator = correlator or Correlator()
+        self.clock = clock
+        self._new: deque[Series] = deque()
+        self._stale: dict[int, Series] = {}  # written series whose count moved on, by id
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._series: dict[tuple[str, ...], _Series] = {}
-        self.dropped = 0
+        self._flushing = 0
+        self._unreported: Counter[str] = Counter()
+        self._reported_at = clock()
+        self._last_error: BaseException | None = None
 
     def normal(self, regarding: ObjectLike, reason: str, note: str, *, action: str = "") -> None:
         self.record(regarding, "Normal", reason, note, action=action)
@@ -110,77 +117,156 @@ class EventRecorder:
     ) -> None:
         """Queues an Event about ``regarding`` (a full object or an ObjectReference); never
         blocks, never raises. ``action`` defaults to ``reason``."""
-        if len(self._buffer) == self._buffer.maxlen:
-            self.dropped += 1
-            log.warning("event buffer full; dropping %s %s", event_type, reason)
         ref = reference(regarding) if "metadata" in regarding else dict(regarding)
-        self._buffer.append(
-            _Pending(ref, event_type, reason, note[:NOTE_LIMIT], action or reason, related)
+        rel: Object | None = None
+        if related:
+            rel = reference(related) if "metadata" in related else dict(related)
+        now = self.clock()
+        series = self.correlator.observe(
+            ref,
+            event_type,
+            reason[:128],
+            note[:NOTE_LIMIT],
+            action=(action or reason)[:128],
+            related=rel,
+            now=now,
+            wall=micro_time(),
         )
+        if series is None:
+            self._drop("spam", now)
+            return
+        if series.count == 1:
+            if len(self._new) >= self.buffer:
+                self.correlator.discard(series)
+                self._drop("buffer_full", now)
+                return
+            self._new.append(series)
+        elif series.written:
+            self._stale[id(series)] = series
+        # else: still waiting for its POST, which will carry the count.
         self._idle.clear()
         self._wakeup.set()
 
     async def flush(self) -> None:
-        """Waits until everything recorded so far has been written (or given up on)."""
-        await self._idle.wait()
+        """Waits until everything recorded so far is written (series counts too, without waiting
+        for their interval) or given up on."""
+        self._flushing += 1
+        self._wakeup.set()
+        try:
+            await self._idle.wait()
+        finally:
+            self._flushing -= 1
 
     async def run(self) -> None:
         """Writes recorded Events until cancelled."""
         while True:
-            if not self._buffer:
-                self._idle.set()
-                self._wakeup.clear()
-                await self._wakeup.wait()
+            now = self.clock()
+            if self._new:
+                await self._create(self._new.popleft())
                 continue
-            pending = self._buffer.popleft()
+            due = self._next_stale(now)
+            if due is not None:
+                await self._patch(due)
+                continue
+            self._report(now, force=bool(self._flushing))
+            if not self._stale:
+                self._idle.set()
+            self._wakeup.clear()
             try:
-                await self._write(pending)
-            except (ApiError, aiohttp.ClientError, TimeoutError) as error:
-                log.warning("could not write event %s on %s: %s", pending.reason,
-                            pending.regarding.get("name"), error)  # fmt: skip
+                async with asyncio.timeout(self._sleep_for(now)):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                pass
 
-    async def _write(self, pending: _Pending) -> None:
-        namespace = pending.regarding.get("namespace") or "default"
-        key = (
-            str(pending.regarding.get("uid") or pending.regarding.get("name")),
-            pending.type,
-            pending.reason,
-            pending.action,
-            pending.note,
-        )
-        now = time.monotonic()
-        series = self._series.get(key)
-        if series is not None and now - series.written_at < self.series_window:
-            series.count += 1
-            patch = {"series": {"count": series.count, "lastObservedTime": micro_time()}}
-            try:
-                await self.client.patch(EVENTS, series.name, patch, series.namespace)
-                series.written_at = now
-                return
-            except NotFound:
-                pass  # expired by the API server's event TTL: write a new one
-        name = f"{pending.regarding.get('name', 'event')}.{secrets.token_hex(8)}"
+    # -- writing ------------------------------------------------------------------------------
+
+    def _next_stale(self, now: float) -> Series | None:
+        for key, series in self._stale.items():
+            if self._flushing or now - series.written_at >= self.series_interval:
+                del self._stale[key]
+                return series
+        return None
+
+    def _sleep_for(self, now: float) -> float | None:
+        """Until the earliest stale series is due or the drop summary is; None: until woken."""
+        times = [series.written_at + self.series_interval for series in self._stale.values()]
+        if self._unreported:
+            times.append(self._reported_at + self.report_interval)
+        return max(0.0, min(times) - now) if times else None
+
+    async def _create(self, series: Series) -> None:
+        ref = series.regarding
+        namespace = ref.get("namespace") or "default"
+        base = str(ref.get("name") or "event")[:NAME_LIMIT].rstrip("-.") or "event"
+        name = f"{base}.{secrets.token_hex(8)}"
         body: Object = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
             "metadata": {"name": name, "namespace": namespace},
-            "eventTime": micro_time(),
+            "eventTime": series.first_observed,
             "reportingController": self.controller,
             "reportingInstance": self.instance,
-            "action": pending.action[:128],
-            "reason": pending.reason[:128],
-            "type": pending.type,
-            "note": pending.note,
-            "regarding": pending.regarding,
+            "action": series.action,
+            "reason": series.reason,
+            "type": series.type,
+            "note": series.note,
+            "regarding": ref,
         }
-        if pending.related:
-            body["related"] = pending.related
-        await self.client.create(EVENTS, body, namespace)
-        self._series[key] = _Series(namespace, name, 1, now)
-        self._forget_old(now)
-
-    def _forget_old(self, now: float) -> None:
-        if len(self._series) < 4096:
+        if series.related:
+            body["related"] = series.related
+        count = series.count
+        if count > 1:
+            body["series"] = {"count": count, "lastObservedTime": series.last_observed}
+        try:
+            await self.client.create(EVENTS, body, namespace)
+        except WRITE_ERRORS as error:
+            self.correlator.discard(series)
+            self._drop("write_failed", self.clock(), error)
             return
-        for key in [k for k, s in self._series.items() if now - s.written_at > self.series_window]:
-            del self._series[key]
+        series.name, series.namespace = name, namespace
+        series.written_count, series.written_at = count, self.clock()
+        if series.count > count:
+            self._stale[id(series)] = series
+
+    async def _patch(self, series: Series) -> None:
+        assert series.name is not None
+        count = series.count
+        patch = {"series": {"count": count, "lastObservedTime": series.last_observed}}
+        try:
+            await self.client.patch(EVENTS, series.name, patch, series.namespace)
+        except NotFound:
+            series.name = None  # expired by the API server's event TTL: create it again
+            self._new.appendleft(series)
+            return
+        except WRITE_ERRORS as error:
+            series.written_count, series.written_at = count, self.clock()
+            self._drop("write_failed", self.clock(), error)
+            return
+        series.written_count, series.written_at = count, self.clock()
+        if series.count > count:
+            self._stale[id(series)] = series
+
+    # -- what was dropped ---------------------------------------------------------------------
+
+    def _drop(self, reason: str, now: float, error: BaseException | None = None) -> None:
+        EVENTS_DROPPED.labels(reason).inc()
+        self._unreported[reason] += 1
+        if error is not None:
+            self._last_error = error
+        self._wakeup.set()  # so the writer schedules the next summary
+
+    def _report(self, now: float, *, force: bool) -> None:
+        """One summary line of what was dropped, at most once per ``report_interval`` (and on
+        :meth:`flush`, so that nothing dropped before a shutdown goes unsaid)."""
+        if not self._unreported or (not force and now - self._reported_at < self.report_interval):
+            return
+        counts = ", ".join(f"{reason}: {n}" for reason, n in sorted(self._unreported.items()))
+        failed = self._last_error if self._unreported["write_failed"] else None
+        log.warning(
+            "dropped %d Events since the last report (%s)%s; see aim_events_dropped_total",
+            sum(self._unreported.values()),
+            counts,
+            f"; last write error: {failed}" if failed is not None else "",
+        )
+        self._unreported.clear()
+        self._reported_at = now

@@ -33,30 +33,6 @@ def key_of(obj: Object) -> str:
     return f"{namespace}/{metadata['name']}" if namespace else str(metadata["name"])
 
 
-def owner_uids(obj: Object) -> list[str]:
-    """Index function: the uids of every ownerReference (find children by their owner)."""
-    return [ref["uid"] for ref in obj["metadata"].get("ownerReferences") or () if "uid" in ref]
-
-
-def controller_uid(obj: Object) -> list[str]:
-    """Index function: the uid of the ownerReference with ``controller: true``, if any."""
-    return [
-        ref["uid"]
-        for ref in obj["metadata"].get("ownerReferences") or ()
-        if ref.get("controller") and "uid" in ref
-    ]
-
-
-def label(key: str) -> IndexFunc:
-    """Index function: the value of label ``key``, for objects that carry it."""
-
-    def values(obj: Object) -> list[str]:
-        labels = obj["metadata"].get("labels") or {}
-        return [labels[key]] if key in labels else []
-
-    return values
-
-
 def _namespace(obj: Object) -> list[str]:
     return [obj["metadata"].get("namespace") or ""]
 
@@ -98,21 +74,11 @@ class Index:
             return [self._objects[key] for key in keys]
         return [self._objects[key] for key in sorted(keys)]
 
-    def keys_by(self, index_name: str, value: Hashable) -> set[str]:
-        return set(self._entries[index_name].get(value, ()))
-
-    def values(self, index_name: str) -> builtins.list[Hashable]:
-        """Every value index ``index_name`` currently holds at least one object under."""
-        return list(self._entries[index_name])
-
     def keys(self) -> builtins.list[str]:
         return list(self._objects)
 
     def __len__(self) -> int:
         return len(self._objects)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._objects
 
     def __iter__(self) -> Iterator[Object]:
         return iter(list(self._objects.values()))
@@ -148,9 +114,12 @@ class Index:
                 self._unfile(name, key)
         return old
 
-    def replace(self, objects: Iterable[Object]) -> builtins.list[Change]:
-        """Makes the store hold exactly ``objects`` (a fresh list) and returns what changed, as
-        ``(event_type, old, new)`` in list order, deletions last.
+    def replace(
+        self, objects: Iterable[Object], namespace: str | None = None
+    ) -> builtins.list[Change]:
+        """Makes the store hold exactly ``objects`` (a fresh list) — of ``namespace`` only, when
+        given: one informer may list several namespaces into one index — and returns what
+        changed, as ``(event_type, old, new)`` in list order, deletions last.
 
         An object counts as modified only when its resourceVersion differs; deletions are the
         keys that were stored but are not in the list (objects deleted while the watch was down).
@@ -165,7 +134,11 @@ class Index:
                 continue
             self.apply(obj)
             changes.append(("ADDED" if old is None else "MODIFIED", old, obj))
-        for key in [k for k in self._objects if k not in seen]:
+        if namespace is None:
+            held: Iterable[str] = self._objects
+        else:
+            held = self._entries[NAMESPACE_INDEX].get(namespace, ())
+        for key in [k for k in held if k not in seen]:
             changes.append(("DELETED", self.remove(key), None))
         return changes
 

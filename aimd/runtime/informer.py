@@ -16,13 +16,19 @@ What handlers receive:
 A relist produces events only for what changed (by resourceVersion), so a reconnect does not flood
 the queues. Handlers run synchronously in the informer's task and must not block; an exception in
 one is logged and does not stop the others or the informer.
+
+One informer may watch several namespaces (``namespaces=``, the manager's namespaced mode): one
+list+watch per namespace, all feeding the one index, so callers still see one informer. A relist
+of one namespace diffs only that namespace; the informer is synced once every namespace has
+listed, and its ``last_progress`` is that of its most silent watch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aimd.kube.client import KubeClient
@@ -44,28 +50,40 @@ def resource_label(resource: Resource) -> str:
 
 
 class Informer:
+    """Watches ``resource`` in ``namespace`` (None: every namespace) or in each of
+    ``namespaces``; ``watcher`` replaces the one a single-namespace informer would make."""
+
     def __init__(
         self,
         client: KubeClient,
         resource: Resource,
         namespace: str | None = None,
         *,
+        namespaces: Sequence[str] = (),
         label_selector: str | None = None,
         transform: Transform | None = None,
         watcher: Watcher | None = None,
     ) -> None:
+        if namespaces and (namespace is not None or watcher is not None):
+            raise ValueError("namespaces= replaces namespace= and watcher=")
         self.resource = resource
         # client-go's SetTransform: shape each object once, as it enters the index, so every
         # reader (indexes, handlers, reconcilers) sees the same normalised form.
         self.transform = transform
-        self.namespace = namespace
+        self.namespaces: tuple[str | None, ...] = tuple(namespaces) or (namespace,)
         self.index = Index()
-        self.watcher = watcher or Watcher(
-            client, resource, namespace, label_selector=label_selector
-        )
-        self.name = resource_label(resource) + (f"@{namespace}" if namespace else "")
-        self.metrics = InformerMetrics(resource_label(resource), self.watcher)
+        if watcher is not None:
+            self.watchers = [watcher]
+        else:
+            self.watchers = [
+                Watcher(client, resource, where, label_selector=label_selector)
+                for where in self.namespaces
+            ]
+        where = ",".join(n for n in self.namespaces if n)
+        self.name = resource_label(resource) + (f"@{where}" if where else "")
+        self.metrics = InformerMetrics(resource_label(resource), self)
         self._handlers: list[Handler] = []
+        self._unsynced = set(range(len(self.watchers)))
         self._synced = asyncio.Event()
 
     # -- declaring ----------------------------------------------------------------------------
@@ -93,8 +111,9 @@ class Informer:
 
     @property
     def last_progress(self) -> float:
-        """Monotonic time this informer last heard from the API server."""
-        return self.watcher.last_progress
+        """Monotonic time the most silent of this informer's watches last heard from the API
+        server."""
+        return min(watcher.last_progress for watcher in self.watchers)
 
     def get(self, name: str, namespace: str | None = None) -> Object | None:
         return self.index.get_by_name(name, namespace)
@@ -103,9 +122,17 @@ class Informer:
 
     async def run(self) -> None:
         """Lists and watches until cancelled."""
-        await self.watcher.run(self)
+        if len(self.watchers) == 1:
+            await self.watchers[0].run(_Sink(self, 0))
+            return
+        async with asyncio.TaskGroup() as group:
+            for number, watcher in enumerate(self.watchers):
+                group.create_task(
+                    watcher.run(_Sink(self, number)),
+                    name=f"watch {self.name}: {self.namespaces[number]}",
+                )
 
-    # -- the watcher's sink: store first, then tell the handlers ------------------------------
+    # -- the watchers' sink: store first, then tell the handlers ------------------------------
 
     def changed(self, event_type: str, obj: Object) -> None:
         if self.transform is not None:
@@ -126,18 +153,21 @@ class Informer:
     def bookmark(self, resource_version: str) -> None:
         self.metrics.count("bookmark")
 
-    def listed(self, listed: Listed) -> None:
+    def listed(self, listed: Listed, number: int = 0) -> None:
+        """The complete state of watch ``number``'s namespace (or of everything)."""
         self.metrics.relisted(listed.reason)
         items = listed.items
         if self.transform is not None:
             items = [self.transform(item) for item in items]
-        changes = self.index.replace(items)
+        changes = self.index.replace(items, self.namespaces[number])
         for event_type, old, new in changes:
             self.metrics.count(event_type.lower())
             self._dispatch(event_type, old, new)
         if not self._synced.is_set():
-            log.info("%s synced: %d objects", self.name, len(self.index))
-            self._synced.set()
+            self._unsynced.discard(number)
+            if not self._unsynced:
+                log.info("%s synced: %d objects", self.name, len(self.index))
+                self._synced.set()
         elif changes:
             log.info("%s relisted (%s): %d changes", self.name, listed.reason, len(changes))
 
@@ -152,3 +182,20 @@ class Informer:
             handler(event_type, old, new)
         except Exception:
             log.exception("handler %r failed on %s %s", handler, event_type, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sink:
+    """What one of an informer's watchers feeds: the informer, told which watch listed."""
+
+    informer: Informer
+    number: int
+
+    def listed(self, listed: Listed) -> None:
+        self.informer.listed(listed, self.number)
+
+    def changed(self, event_type: str, obj: Object) -> None:
+        self.informer.changed(event_type, obj)
+
+    def bookmark(self, resource_version: str) -> None:
+        self.informer.bookmark(resource_version)

@@ -6,15 +6,30 @@ Lifecycle of :meth:`Manager.run`:
 1. The ``/metrics`` and ``/healthz``+``/readyz`` servers start; SIGTERM and SIGINT are trapped.
 2. Every informer starts listing and watching, on every replica: a standby keeps warm indexes so
    it can take over within one lease duration.
-3. With ``--leader-elect`` the replica campaigns for the Lease (standbys only read it). Once it
-   leads *and* every informer has synced, the controllers' workers start. Keys enqueued before
-   then (every ADDED of the initial lists) are waiting in the queues.
-4. Leadership lost: every worker task is cancelled at once — an in-flight write is abandoned
-   mid-request — and ``run()`` raises :class:`~aimd.kube.lease.LeadershipLost`, so the process
-   exits and comes back as a standby. Nothing that wrote as leader outlives the lease.
+3. With ``--leader-elect`` the replica campaigns for the Lease (standbys only read it). From the
+   moment it wins, it renews the Lease every retry period, *while* its informers sync (a cold
+   replica's first lists may take longer than a lease duration). Once every informer has synced
+   the controllers' workers start; keys enqueued before then (every ADDED of the initial lists)
+   are waiting in the queues.
+4. One writer at a time: every write the manager's clients send (reconciles and Events) passes
+   the elector's fence, which refuses it once this process's monotonic clock says the last
+   successful renewal began ``renew_deadline`` ago — before any standby may take the Lease
+   (``lease_duration`` after it saw that renewal). At that moment the renewal loop also raises
+   :class:`~aimd.kube.lease.LeadershipLost`: every worker is cancelled at once (an in-flight write
+   abandoned mid-request) and ``run()`` raises it, so the process exits and comes back as a
+   standby.
 5. SIGTERM (or :meth:`Manager.stop`): no new reconcile starts, running ones get
-   ``shutdown_grace`` seconds to finish, the lease is released (if configured) so a standby takes
-   over at once, then informers and servers stop and ``run()`` returns.
+   ``shutdown_grace`` seconds to finish (the Lease is still renewed meanwhile), recorded Events
+   are flushed, the lease is released (if configured) so a standby takes over at once, then
+   informers and servers stop and ``run()`` returns.
+
+Clients: the one passed in is never used directly. Reconcilers write through ``manager.client``
+(rate-limited by ``--kube-api-qps``/``--kube-api-burst``, which the informers share; fenced by the
+lease). Leader election and the Event recorder each get a bucket of their own with the same
+settings, as in controller-runtime, so neither waits behind a flood of reconcile writes.
+
+Namespaced mode (``--namespaces a,b``): every namespaced informer declared without a namespace
+watches only those (one list+watch each, one index); cluster-scoped informers are unchanged.
 """
 
 from __future__ import annotations
@@ -31,7 +46,8 @@ from aiohttp import web
 from aimd.kube.client import KubeClient
 from aimd.kube.lease import LeaderElector, LeadershipLost
 from aimd.kube.resources import Resource
-from aimd.runtime.controller import Controller, Reconcile
+from aimd.kube.throttle import token_bucket
+from aimd.runtime.controller import Controller, LogKey, Reconcile, namespace_name
 from aimd.runtime.events import EventRecorder
 from aimd.runtime.health import Checks, bound_port, health_app, metrics_app, serve
 from aimd.runtime.informer import Informer, Transform
@@ -49,16 +65,14 @@ class Manager:
         handle_signals: bool = True,
         component: str = "aimd",
     ) -> None:
-        self.client = client
         self.settings = settings or Settings()
         self.handle_signals = handle_signals
-        self._informers: dict[tuple[Hashable, ...], Informer] = {}
-        self._controllers: list[Controller[Any]] = []
+        qps, burst = self.settings.kube_api_qps, self.settings.kube_api_burst
         self.elector: LeaderElector | None = None
         if self.settings.leader_elect:
             assert self.settings.leader_election_namespace  # Settings.validate() checked it
             self.elector = LeaderElector(
-                client,
+                client.with_rate_limiter(token_bucket(qps, burst)).with_fence(None),
                 self.settings.leader_election_namespace,
                 self.settings.leader_election_id,
                 self.settings.leader_election_identity,
@@ -66,7 +80,15 @@ class Manager:
                 renew_deadline=self.settings.renew_deadline,
                 retry_period=self.settings.retry_period,
             )
-        self.events = EventRecorder(client, component, self.settings.leader_election_identity)
+        fence = self.elector.check if self.elector is not None else None
+        self.client = client.with_rate_limiter(token_bucket(qps, burst)).with_fence(fence)
+        self.events = EventRecorder(
+            client.with_rate_limiter(token_bucket(qps, burst)).with_fence(fence),
+            component,
+            self.settings.leader_election_identity,
+        )
+        self._informers: dict[tuple[Hashable, ...], Informer] = {}
+        self._controllers: list[Controller[Any]] = []
         self.checks = Checks(
             lambda: list(self._informers.values()), self.settings.watch_stall_timeout
         )
@@ -88,16 +110,19 @@ class Manager:
         label_selector: str | None = None,
         transform: Transform | None = None,
     ) -> Informer:
-        """The shared informer for ``resource`` (in ``namespace``, else everywhere); the same
-        object for the same arguments. One created while running starts at once. ``transform``
-        shapes each object as it enters the index (the first declaration's wins)."""
+        """The shared informer for ``resource`` (in ``namespace``, else everywhere — or, with
+        ``--namespaces``, in those); the same object for the same arguments. One created while
+        running starts at once. ``transform`` shapes each object as it enters the index (the
+        first declaration's wins)."""
         key = (resource, namespace, label_selector)
         informer = self._informers.get(key)
         if informer is None:
+            scoped = namespace is None and resource.namespaced and self.settings.namespaces
             informer = Informer(
                 self.client,
                 resource,
                 namespace,
+                namespaces=self.settings.namespaces if scoped else (),
                 label_selector=label_selector,
                 transform=transform,
             )
@@ -112,13 +137,21 @@ class Manager:
         self._informer_tasks.append(task)
 
     def controller(
-        self, name: str, reconcile: Reconcile[Any], workers: int | None = None
+        self,
+        name: str,
+        reconcile: Reconcile[Any],
+        workers: int | None = None,
+        *,
+        log_key: LogKey[Any] = namespace_name,
     ) -> Controller[Any]:
         """A controller whose workers run while this replica leads (``workers`` defaults to
-        ``--workers``). Names must be unique: they label the metrics."""
+        ``--workers``). Names must be unique: they label the metrics and the log lines.
+        ``log_key`` maps a key to the namespace and name its reconcile's log lines carry."""
         if any(c.name == name for c in self._controllers):
             raise ValueError(f"a controller named {name!r} exists already")
-        controller: Controller[Any] = Controller(name, reconcile, workers or self.settings.workers)
+        controller: Controller[Any] = Controller(
+            name, reconcile, workers or self.settings.workers, log_key=log_key
+        )
         self._controllers.append(controller)
         if self._workers is not None:
             self._workers.create_task(controller.run(), name=f"controller {name}")
@@ -131,16 +164,9 @@ class Manager:
         return list(self._informers.values())
 
     @property
-    def controllers(self) -> list[Controller[Any]]:
-        return list(self._controllers)
-
-    @property
     def is_leader(self) -> bool:
         """True while this replica's controllers may write (always, without leader election)."""
         return self._leading.is_set()
-
-    async def wait_leader(self) -> None:
-        await self._leading.wait()
 
     @property
     def ready(self) -> bool:
@@ -168,11 +194,11 @@ class Manager:
                 await self._stopping.wait()
                 log.info("manager: stopping")
                 await self._drain()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.events.flush(), 5)
                 control.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await control
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.events.flush(), 5)
                 events.cancel()
                 if self.elector is not None and self.settings.leader_election_release_on_cancel:
                     await self.elector.release()
@@ -194,27 +220,34 @@ class Manager:
         log.info("manager: stopped")
 
     async def _control(self) -> None:
-        """Campaign, then run the workers while leading; LeadershipLost cancels them all."""
+        """Campaign; then, while leading, renew and run the workers side by side: the first
+        LeadershipLost (the renewal loop's, or a fenced write's) cancels everything."""
         if self.elector is not None:
             await self.elector.acquire()
         self._leading.set()
+        try:
+            async with asyncio.TaskGroup() as leading:
+                if self.elector is not None:
+                    leading.create_task(self.elector.hold(), name="lease renewal")
+                leading.create_task(self._run_controllers(), name="controllers")
+        except BaseExceptionGroup as group_error:
+            lost = _first(group_error, LeadershipLost)
+            if lost is None:
+                raise
+            self._leading.clear()
+            log.error("manager: leadership lost (%s); stopping every controller now", lost)
+            raise lost from None
+
+    async def _run_controllers(self) -> None:
         await asyncio.gather(*(informer.wait_synced() for informer in self._informers.values()))
+        if self.elector is not None:
+            self.elector.check()  # a sync that outlived the lease starts no worker
         log.info("manager: leading and synced, starting %d controllers", len(self._controllers))
         async with asyncio.TaskGroup() as workers:
             self._workers = workers
             for controller in self._controllers:
                 workers.create_task(controller.run(), name=f"controller {controller.name}")
-            try:
-                if self.elector is not None:
-                    await self.elector.hold()
-                else:
-                    await asyncio.Event().wait()
-            except LeadershipLost:
-                log.error("manager: leadership lost; stopping every controller now")
-                self._leading.clear()
-                raise
-            finally:
-                self._workers = None
+        self._workers = None
 
     async def _drain(self) -> None:
         grace = self.settings.shutdown_grace

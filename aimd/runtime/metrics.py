@@ -118,12 +118,26 @@ WORKQUEUE_RETRIES = Counter(
     registry=REGISTRY,
 )
 
+EVENT_DROP_REASONS = ("spam", "buffer_full", "write_failed")
+EVENTS_DROPPED = Counter(
+    "aim_events_dropped",
+    "Kubernetes Events recorded but not written: refused by the per-object spam filter, beyond "
+    "the writer's buffer, or failed to write.",
+    ["reason"],
+    registry=REGISTRY,
+)
+for _reason in EVENT_DROP_REASONS:
+    EVENTS_DROPPED.labels(_reason)
+
 INFORMER_EVENT_TYPES = ("added", "modified", "deleted", "bookmark")
 INFORMER_RELIST_REASONS = ("initial", "expired", "error")
 
 
 class Progress(Protocol):
-    last_progress: float  # time.monotonic() of the last news from the API server
+    @property
+    def last_progress(self) -> float:
+        """time.monotonic() of the last news from the API server."""
+        ...
 
 
 class InformerMetrics:
@@ -244,7 +258,7 @@ class ReconcileMetrics:
         self.controller = controller
         self._results = {r: RECONCILE_TOTAL.labels(controller, r) for r in RECONCILE_RESULTS}
         self._errors = RECONCILE_ERRORS.labels(controller)
-        TERMINAL_RECONCILE_ERRORS.labels(controller)
+        self._terminal = TERMINAL_RECONCILE_ERRORS.labels(controller)
         self._panics = RECONCILE_PANICS.labels(controller)
         self._time = RECONCILE_TIME.labels(controller)
         self.active = ACTIVE_WORKERS.labels(controller)
@@ -252,7 +266,15 @@ class ReconcileMetrics:
         MAX_CONCURRENT_RECONCILES.labels(controller).set(workers)
 
     def observe(self, result: str, seconds: float) -> None:
+        """One reconcile ended; an ``error`` result counts in the errors total too (terminal
+        errors and panics as well, as in controller-runtime)."""
         self._results[result].inc()
         self._time.observe(seconds)
         if result == "error":
             self._errors.inc()
+
+    def terminal(self) -> None:
+        self._terminal.inc()
+
+    def panicked(self) -> None:
+        self._panics.inc()

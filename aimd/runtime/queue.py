@@ -197,10 +197,6 @@ class WorkQueue(Generic[K]):
 
     # -- introspection ------------------------------------------------------------------------
 
-    @property
-    def shutting_down(self) -> bool:
-        return self._shutting_down
-
     def __len__(self) -> int:
         """Keys waiting to be handed out (not counting those processing or delayed)."""
         return len(self._queue)
@@ -208,13 +204,6 @@ class WorkQueue(Generic[K]):
     @property
     def processing(self) -> int:
         return len(self._processing)
-
-    @property
-    def delayed(self) -> int:
-        return len(self._delayed)
-
-    def is_processing(self, key: K) -> bool:
-        return key in self._processing
 
     def unfinished_work_seconds(self) -> float:
         now = self.clock.now()

@@ -20,7 +20,7 @@ from aimd.caching.model_cache import RetryPolicy
 from aimd.dev.kubelet import completed_status, failed_status, job_finished
 from aimd.kube.client import KubeClient
 from aimd.kube.errors import ApiError, NotFound
-from aimd.kube.resources import JOBS, PERSISTENT_VOLUME_CLAIMS
+from aimd.kube.resources import DEPLOYMENTS, JOBS, PERSISTENT_VOLUME_CLAIMS
 from aimd.runtime import Manager
 from aimd.settings import Settings
 
@@ -210,3 +210,18 @@ async def all_with_status(
     if len(found) == count and all(status_of(o) == status for o in found):
         return found
     return None
+
+
+async def services_running(kube: KubeClient, namespace: str, count: int) -> list[Object] | None:
+    """Services whose Deployment exists (no Deployment controller here: the test marks it ready)."""
+    deployments = await items(kube, DEPLOYMENTS, namespace)
+    for deployment in deployments:
+        if not (deployment.get("status") or {}).get("readyReplicas"):
+            await kube.patch(
+                DEPLOYMENTS,
+                deployment["metadata"]["name"],
+                {"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}},
+                namespace,
+                subresource="status",
+            )
+    return await all_with_status(kube, kinds.SERVICES, namespace, "Running", count)

@@ -21,6 +21,7 @@ from tests.integration.test_caching_harness import (
     kubelet,
     live_items,
     service,
+    services_running,
     start_controller,
     status_of,
     template,
@@ -60,7 +61,7 @@ async def test_two_services_on_one_template_share_one_template_cache(
     await create(kube, SVC, service("b", "llama"), namespace)
     async with kubelet(kube, namespace):
         await eventually(
-            lambda: _running(kube, namespace, 2),
+            lambda: services_running(kube, namespace, 2),
             what="both services with their workload",
         )
     tcs = await items(kube, TC, namespace)
@@ -71,21 +72,6 @@ async def test_two_services_on_one_template_share_one_template_cache(
     for name in ("a", "b"):
         svc = await kube.get(SVC, name, namespace)
         assert svc["status"]["cache"]["templateCacheRef"]["name"] == tcs[0]["metadata"]["name"]
-
-
-async def _running(kube: KubeClient, namespace: str, count: int) -> list[Object] | None:
-    """Services whose Deployment exists (no Deployment controller here: the test marks it ready)."""
-    deployments = await items(kube, DEPLOYMENTS, namespace)
-    for deployment in deployments:
-        if not (deployment.get("status") or {}).get("readyReplicas"):
-            await kube.patch(
-                DEPLOYMENTS,
-                deployment["metadata"]["name"],
-                {"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}},
-                namespace,
-                subresource="status",
-            )
-    return await all_with_status(kube, SVC, namespace, "Running", count)
 
 
 async def test_two_templates_sharing_a_uri_share_one_model_cache(
@@ -138,7 +124,9 @@ async def test_service_deleted_after_available_keeps_caches_and_a_new_service_mo
     await create(kube, TPL, template("llama", LLAMA, QWEN), namespace)
     await create(kube, SVC, service("first", "llama"), namespace)
     async with kubelet(kube, namespace):
-        await eventually(lambda: _running(kube, namespace, 1), what="the first service running")
+        await eventually(
+            lambda: services_running(kube, namespace, 1), what="the first service running"
+        )
     jobs = {j["metadata"]["name"] for j in await items(kube, JOBS, namespace)}
     await kube.delete(SVC, "first", namespace)
     await eventually(lambda: _gone(kube, SVC, namespace), what="the first service gone")
@@ -247,7 +235,7 @@ async def test_template_cache_deleted_under_a_live_service_is_recreated_without_
     await create(kube, TPL, template("llama", LLAMA), namespace)
     await create(kube, SVC, service("svc", "llama"), namespace)
     async with kubelet(kube, namespace):
-        await eventually(lambda: _running(kube, namespace, 1), what="the service running")
+        await eventually(lambda: services_running(kube, namespace, 1), what="the service running")
     (old,) = await items(kube, TC, namespace)
     jobs = await items(kube, JOBS, namespace)
     await kube.delete(TC, old["metadata"]["name"], namespace)
@@ -342,7 +330,9 @@ async def test_controller_restarted_midway_makes_no_duplicates(
     second = start_controller(str(control_plane.kubeconfig))
     try:
         async with kubelet(kube, namespace):
-            await eventually(lambda: _running(kube, namespace, 3), timeout=120, what="all running")
+            await eventually(
+                lambda: services_running(kube, namespace, 3), timeout=120, what="all running"
+            )
     finally:
         await second.stop()
     assert len(await items(kube, TC, namespace)) == 1
@@ -363,7 +353,9 @@ async def test_twenty_services_at_once_make_one_template_cache_and_one_model_cac
         *(create(kube, SVC, service(f"svc-{i}", "llama"), namespace) for i in range(20))
     )
     async with kubelet(kube, namespace):
-        await eventually(lambda: _running(kube, namespace, 20), timeout=180, what="20 running")
+        await eventually(
+            lambda: services_running(kube, namespace, 20), timeout=180, what="20 running"
+        )
     assert len(await items(kube, TC, namespace)) == 1
     assert len(await items(kube, MC, namespace)) == 2
     assert len(await items(kube, JOBS, namespace)) == 2
@@ -380,7 +372,7 @@ async def test_a_missing_template_recovers_by_itself(
     assert ready["reason"] == "TemplateNotFound"
     await create(kube, TPL, template("later", LLAMA), namespace)
     async with kubelet(kube, namespace):
-        await eventually(lambda: _running(kube, namespace, 1), what="the service running")
+        await eventually(lambda: services_running(kube, namespace, 1), what="the service running")
 
 
 async def test_a_lost_volume_is_downloaded_again_onto_a_volume_of_another_name(
@@ -476,7 +468,7 @@ async def test_nothing_is_written_once_converged(
     await create(kube, TPL, template("llama", LLAMA), namespace)
     await create(kube, SVC, service("svc", "llama"), namespace)
     async with kubelet(kube, namespace):
-        await eventually(lambda: _running(kube, namespace, 1), what="the service running")
+        await eventually(lambda: services_running(kube, namespace, 1), what="the service running")
     await asyncio.sleep(2)
     before = await _versions(kube, namespace)
     await asyncio.sleep(5)
@@ -509,7 +501,9 @@ async def test_a_cluster_template_owns_its_template_caches_in_every_namespace(
     try:
         await create(kube, SVC, service("svc", cluster_name), namespace)
         async with kubelet(kube, namespace):
-            await eventually(lambda: _running(kube, namespace, 1), what="the service running")
+            await eventually(
+                lambda: services_running(kube, namespace, 1), what="the service running"
+            )
         (tc,) = await items(kube, TC, namespace)
         owner = tc["metadata"]["ownerReferences"][0]
         assert owner["kind"] == "AIMClusterServiceTemplate"

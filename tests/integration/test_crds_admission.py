@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from aimd.api import kinds
+from aimd.api.sources import SEGMENT_MESSAGE
 from aimd.kube.client import KubeClient
 from aimd.kube.errors import ApiError, NotFound
 from aimd.kube.resources import NAMESPACES, Resource
@@ -105,6 +106,58 @@ async def test_bad_source_uri_is_rejected(
     message = await rejection(kube, kinds.MODEL_CACHES, model_cache(uri), namespace)
     assert "spec.sourceUri" in message
     assert expected in message
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "hf://../..",
+        "hf://org/..",
+        "hf://./model",
+        "hf://org/model@../../x",
+        "hf://org/model@refs//x",
+        "s3://bucket/a/../b",
+        "s3://bucket/./x",
+        "s3://bucket/a//b",
+        "s3://bucket/..",
+    ],
+)
+async def test_dot_and_empty_path_segments_are_rejected(
+    kube: KubeClient, namespace: str, uri: str
+) -> None:
+    """B10: such a URI used to be accepted and then retried forever as a network error."""
+    message = await rejection(kube, kinds.SERVICE_TEMPLATES, template(source_uri=uri), namespace)
+    assert "spec.modelSources[0].sourceUri" in message
+    assert SEGMENT_MESSAGE in message
+    message = await rejection(kube, kinds.MODEL_CACHES, model_cache(uri), namespace)
+    assert "spec.sourceUri" in message
+    assert SEGMENT_MESSAGE in message
+
+
+@pytest.mark.parametrize(
+    "uri", ["s3://bucket/prefix/", "hf://org/model@refs/pr/1", "hf://org/model.v2", "s3://b.c/x"]
+)
+async def test_uris_with_dots_inside_segments_are_accepted(
+    kube: KubeClient, namespace: str, uri: str
+) -> None:
+    created = await kube.create(kinds.MODEL_CACHES, model_cache(uri), namespace)
+    assert created["spec"]["sourceUri"] == uri
+
+
+@pytest.mark.parametrize(
+    ("part", "value"), [("requests", "lots"), ("limits", "1.5.5"), ("requests", "2 cores")]
+)
+async def test_template_resources_must_be_quantities(
+    kube: KubeClient, namespace: str, part: str, value: str
+) -> None:
+    body = template()
+    body["spec"]["resources"] = {part: {"cpu": value}}
+    message = await rejection(kube, kinds.SERVICE_TEMPLATES, body, namespace)
+    assert f"spec.resources.{part}" in message
+    assert "quantity" in message
+    body["spec"]["resources"] = {"requests": {"cpu": "500m", "memory": "16Gi"}, "limits": {"x": 2}}
+    accepted = await kube.create(kinds.SERVICE_TEMPLATES, body, namespace)
+    assert accepted["spec"]["resources"]["requests"]["cpu"] == "500m"
 
 
 @pytest.mark.parametrize("model_id", ["no-slash", "a/b/c", "org/na me", ""])

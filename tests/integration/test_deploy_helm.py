@@ -71,7 +71,8 @@ def helm() -> Path:
 
 
 def template(helm: Path, namespace: str = "aimd-system", **values: str) -> list[Object]:
-    """`helm template aimd charts/aimd` with `--set key=value` for each of `values`."""
+    """`helm template aimd charts/aimd` with `--set key=value` for each of `values`: the release,
+    without the hooks that run around it (tests/integration/test_deploy_helm_uninstall.py)."""
     settings = [f"--set={key}={value}" for key, value in values.items()]
     result = helm_run(
         helm,
@@ -80,6 +81,7 @@ def template(helm: Path, namespace: str = "aimd-system", **values: str) -> list[
         str(CHART),
         f"--namespace={namespace}",
         "--include-crds",
+        "--no-hooks",
         *settings,
     )
     assert result.returncode == 0, result.stderr

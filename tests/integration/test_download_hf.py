@@ -257,7 +257,7 @@ def recorded_bytes(target: Path) -> int:
     counters of partial files (the format of :mod:`aimd.download.transfer`)."""
     manifest_path = target / ".aimd" / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"files": {}}
-    total = sum(entry["size"] for entry in manifest["files"].values())
+    total: int = sum(entry["size"] for entry in manifest["files"].values())
     for progress in (target / ".aimd" / "partial").glob("*.progress"):
         raw = progress.read_bytes()
         _, size, chunk = partial.HEADER.unpack_from(raw)
@@ -377,3 +377,47 @@ async def test_disk_filling_up_during_download_is_storage_full(
     await asyncio.to_thread(fill, disk / "filler")
     assert await attempt == EXIT_CODES[Reason.STORAGE_FULL]
     assert last_json(capsys)["reason"] == "StorageFull"
+
+
+async def test_each_file_is_resolved_once_not_once_per_chunk(
+    hf_env: LocalHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The hub limits resolver calls (3,000 per 5 minutes for anonymous users): a file cut into
+    many chunks asks /resolve once and reuses where it redirected."""
+    repo = hf_env.add_model(size_mib=8)
+    assert await download(args_for("hf://org/model", tmp_path / "m")) == 0
+    assert last_json(capsys)["result"] == "Succeeded"
+    assert max(len(d) for d in repo.files.values()) > 3 << 20, "several 1 MiB chunks per file"
+    assert hf_env.resolves == dict.fromkeys(repo.files, 1)
+
+
+async def test_an_expired_redirect_target_is_resolved_again(
+    hf_env: LocalHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CDN URL a resolve redirects to dies without saying when (here after two requests):
+    the CDN's 403 sends the download back to /resolve for that file, and it completes, asking
+    again only when its target died, never per chunk."""
+    repo = hf_env.add_model(size_mib=8)
+    hf_env.redirect_uses = 2
+    target = tmp_path / "m"
+    assert await download(args_for("hf://org/model", target, "--concurrency", "2")) == 0
+    for name, data in repo.files.items():
+        assert (target / name).read_bytes() == data
+    assert hf_env.expired > 0
+    for name in repo.lfs:
+        chunks = -(-len(repo.files[name]) // (1 << 20))
+        assert 1 < hf_env.resolves[name] <= -(-chunks // 2) + 1, hf_env.resolves
+
+
+async def test_a_slow_steady_source_is_not_a_stall(
+    hf_env: LocalHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bytes count as they arrive, not per filled buffer: a source sending 64 KiB every quarter
+    second (a 1 MiB chunk takes 4 s) never leaves the download 2 s without news."""
+    data = os.urandom(1 << 20)
+    hf_env.add("org/slow", {"weights.safetensors": data})
+    hf_env.piece_delay = 0.25
+    target = tmp_path / "m"
+    args = args_for("hf://org/slow", target, "--stall-timeout", "2", "--concurrency", "1")
+    assert await download(args) == 0, last_json(capsys)
+    assert (target / "weights.safetensors").read_bytes() == data

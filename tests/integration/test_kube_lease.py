@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from aimd.kube.client import KubeClient
-from aimd.kube.lease import LeaderElector
+from aimd.kube.lease import LeaderElector, LeadershipLost
 from aimd.kube.resources import LEASES
 
 
@@ -65,3 +67,40 @@ async def test_a_released_lease_is_taken_at_once(kube: KubeClient, namespace: st
     await leader.release()
     assert not leader.is_leader
     assert await standby._try_acquire_or_renew(), "no holder: no need to wait"
+
+
+async def test_a_fractional_lease_duration_is_rounded_up_never_down(
+    kube: KubeClient, namespace: str
+) -> None:
+    clock = Clock()
+    leader = LeaderElector(
+        kube, namespace, "fractional", "a", lease_duration=4.5, renew_deadline=3, retry_period=1,
+        clock=clock,
+    )  # fmt: skip
+    standby = LeaderElector(
+        kube, namespace, "fractional", "b", lease_duration=4.5, renew_deadline=3, retry_period=1,
+        clock=clock,
+    )  # fmt: skip
+    assert await leader._try_acquire_or_renew()
+    lease = await kube.get(LEASES, "fractional", namespace)
+    assert lease["spec"]["leaseDurationSeconds"] == 5, "4.5 s held: a standby waits 5, not 4"
+
+    assert not await standby._try_acquire_or_renew()
+    clock.now += 4.6
+    assert not await standby._try_acquire_or_renew(), "4.6 s < the 5 s the Lease says"
+    clock.now += 0.5
+    assert await standby._try_acquire_or_renew()
+
+
+async def test_the_write_fence_closes_at_the_renew_deadline_counted_from_the_attempt(
+    kube: KubeClient, namespace: str
+) -> None:
+    clock = Clock()
+    leader = elector(kube, namespace, "a", clock)
+    await leader.acquire()
+    leader.check()
+    clock.now += 9.9
+    leader.check()
+    clock.now += 0.1
+    with pytest.raises(LeadershipLost, match="renew deadline"):
+        leader.check()

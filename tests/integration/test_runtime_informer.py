@@ -17,7 +17,7 @@ from aimd.dev.controlplane import ControlPlane
 from aimd.kube.client import KubeClient
 from aimd.kube.resources import CONFIG_MAPS
 from aimd.kube.watch import Watcher
-from aimd.runtime.index import key_of, label
+from aimd.runtime.index import key_of
 from aimd.runtime.informer import Informer
 from tests.support import eventually
 
@@ -82,7 +82,7 @@ def relists(resource: str, reason: str) -> float:
 async def test_changes_reach_index_then_handlers_in_order(kube: KubeClient, namespace: str) -> None:
     await kube.create(CONFIG_MAPS, config_map("before", namespace, "0", app="x"))
     informer = Informer(kube, CONFIG_MAPS, namespace)
-    informer.add_index("app", label("app"))
+    informer.add_index("app", lambda o: [(o["metadata"].get("labels") or {}).get("app")])
     recorder = Recorder(informer)
     async with running(informer):
         assert informer.synced
@@ -109,7 +109,9 @@ async def test_changes_reach_index_then_handlers_in_order(kube: KubeClient, name
         assert informer.index.by("app", "x") == []
         assert [o["metadata"]["name"] for o in informer.index.by("app", "y")] == ["a"]
         assert informer.index.keys() == [f"{namespace}/a"]
-        assert "managedFields" not in informer.index.get(f"{namespace}/a")["metadata"]
+        stored = informer.index.get(f"{namespace}/a")
+        assert stored is not None
+        assert "managedFields" not in stored["metadata"]
 
 
 async def test_a_late_handler_is_told_about_existing_objects(
@@ -191,7 +193,7 @@ async def test_deletions_while_away_are_seen_after_410(
     recorder = Recorder(informer)
     async with running(informer):
         await eventually(lambda: _async(len(informer.index) == 4), what="4 objects")
-    stale_version = informer.watcher.resource_version
+    stale_version = informer.watchers[0].resource_version
     assert stale_version
 
     # While the informer is away: deletions, a change, a creation; then history is erased.
@@ -245,9 +247,9 @@ async def test_a_silent_watch_is_reopened_without_backing_off(
         await asyncio.sleep(2.0)
         reopened = [r for r in caplog.records if "silent" in r.getMessage()]
         assert len(reopened) >= 2
-        assert informer.watcher.backoff.next_delay() < 2 * informer.watcher.backoff.initial, (
-            "silence did not count as failures"
-        )
+        assert (
+            informer.watchers[0].backoff.next_delay() < 2 * informer.watchers[0].backoff.initial
+        ), "silence did not count as failures"
         await kube.create(CONFIG_MAPS, config_map("late", namespace, "1"))
         await eventually(lambda: _async("late" in recorder.names("ADDED")), what="late event")
 

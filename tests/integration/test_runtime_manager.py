@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator, Mapping
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -15,8 +16,8 @@ import pytest
 from aimd.dev.controlplane import ControlPlane
 from aimd.kube.client import KubeClient
 from aimd.kube.lease import LeadershipLost, micro_time
-from aimd.kube.resources import CONFIG_MAPS, LEASES
-from aimd.runtime import Manager, Result
+from aimd.kube.resources import CONFIG_MAPS, LEASES, NAMESPACES
+from aimd.runtime import Controller, Manager, Result
 from aimd.settings import Settings
 from tests.support import eventually
 
@@ -165,7 +166,7 @@ async def test_one_leader_standby_writes_nothing_and_takes_over(
             reconciled[me] += 1
 
         controller = manager.controller("test-election", reconcile)
-        maps.add_handler(lambda _t, old, new, c=controller: c.enqueue(_key(new or old)))
+        maps.add_handler(partial(enqueue, controller))
         managers.append(manager)
 
     try:
@@ -303,7 +304,14 @@ async def test_sigterm_drains_in_flight_reconciles(
         assert finished == [f"{namespace}/drain-me"], "the running reconcile was allowed to end"
 
 
-def _key(obj: dict[str, Any]) -> str:
+def enqueue(
+    controller: Controller[str], _t: str, old: dict[str, Any] | None, new: dict[str, Any] | None
+) -> None:
+    controller.enqueue(_key(new or old))
+
+
+def _key(obj: dict[str, Any] | None) -> str:
+    assert obj is not None
     return f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
 
 
@@ -316,21 +324,42 @@ def _config_map(name: str, namespace: str) -> dict[str, Any]:
     }
 
 
-async def test_serve_runs_a_set_up_manager_and_returns_its_exit_code(
-    control_plane: ControlPlane, namespace: str, tmp_path: Any
+async def test_namespaced_mode_watches_only_the_named_namespaces(
+    control_plane: ControlPlane, kube: KubeClient, namespace: str
 ) -> None:
-    from aimd.runtime.app import serve
+    others = [f"{namespace[:50]}-{suffix}" for suffix in ("b", "out")]
+    for name in others:
+        await kube.create(NAMESPACES, {"metadata": {"name": name}})
+    second, outside = others
+    try:
+        for where in (namespace, second, outside):
+            await kube.create(CONFIG_MAPS, _config_map("before", where))
+        async with await KubeClient.from_kubeconfig(str(control_plane.kubeconfig)) as client:
+            manager = Manager(
+                client, settings(namespace, namespaces=(namespace, second)), handle_signals=False
+            )
+            maps = manager.informer(CONFIG_MAPS)
+            spaces = manager.informer(NAMESPACES)
+            seen: list[tuple[str, str]] = []
+            maps.add_handler(
+                lambda t, old, new: seen.append((t, _key(new if new is not None else old)))
+            )
+            async with running(manager):
+                await eventually(lambda: truthy(manager.ready), what="every namespace listed")
+                assert set(maps.index.keys()) == {f"{namespace}/before", f"{second}/before"}
+                assert maps.name == f"configmaps@{namespace},{second}"
+                assert spaces.index.get(outside) is not None, "cluster-scoped: unchanged"
 
-    declared: list[Manager] = []
-
-    def setup(manager: Manager) -> None:
-        manager.informer(CONFIG_MAPS, namespace)
-        declared.append(manager)
-        asyncio.get_running_loop().call_later(1.0, manager.stop)
-
-    config = settings(namespace, kubeconfig=str(control_plane.kubeconfig))
-    assert await serve(config, setup) == 0
-    assert declared[0].informers[0].synced
-
-    missing = settings(namespace, kubeconfig=str(tmp_path / "absent"))
-    assert await serve(missing, setup) == 2
+                await kube.create(CONFIG_MAPS, _config_map("after", second))
+                await kube.create(CONFIG_MAPS, _config_map("after", outside))
+                await kube.delete(CONFIG_MAPS, "before", namespace)
+                await eventually(
+                    lambda: truthy(len(seen) >= 4), what="the changes in the two namespaces"
+                )
+                assert set(maps.index.keys()) == {f"{second}/after", f"{second}/before"}
+                assert ("ADDED", f"{second}/after") in seen
+                assert ("DELETED", f"{namespace}/before") in seen
+                assert all(not key.startswith(f"{outside}/") for _, key in seen)
+    finally:
+        for name in others:
+            await kube.delete(NAMESPACES, name)

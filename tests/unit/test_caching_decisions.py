@@ -7,13 +7,14 @@ from typing import Any
 
 from aimd.api.meta import rfc3339 as timestamp
 from aimd.caching import builders, names
-from aimd.caching.model_cache import Observed, RetryPolicy, decide
+from aimd.caching.model_cache import Observed, RetryPolicy, decide, jobs_to_remove, refused
 from aimd.caching.rules import worst
 from aimd.caching.service import desired_status as service_status
 from aimd.caching.service import mounts_of, reusable_template_cache
 from aimd.caching.template_cache import desired_status as template_cache_status
 from aimd.caching.templates import Resolved, problems
-from aimd.caching.writes import status_patch
+from aimd.caching.writes import Refused, status_patch
+from aimd.kube.errors import Forbidden
 
 Object = dict[str, Any]
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -315,3 +316,76 @@ def test_a_changed_spec_cuts_the_backoff_short() -> None:
     failed["metadata"]["generation"] = 2
     plan = decide(failed, Observed(pvc(), {JOB0: job(JOB0, "Failed")}, READY), "img", NOW, POLICY)
     assert [b["kind"] for _, b in plan.creates] == ["Job"]
+
+
+def test_a_cache_re_created_under_an_old_name_waits_for_the_old_volume() -> None:
+    """E6: the successor never POSTs into its namesake's volume, and says why it waits."""
+    old_volume = {"metadata": {"name": "mc-data", "uid": "old", "deletionTimestamp": "x"}}
+    plan = decide(mc(), Observed(None, {}, READY, (old_volume,)), "img", NOW, POLICY)
+    assert plan.creates == []
+    assert plan.status["status"] == "Pending"
+    ready = plan.status["conditions"][-1]
+    assert ready["reason"] == "VolumeReleasing"
+    assert "mc-data" in ready["message"]
+    assert "pod" in ready["message"]
+
+
+def test_each_volume_name_serves_one_volume_only() -> None:
+    first = names.pvc_name("mc", "uid-1")
+    assert names.pvc_name("mc", "uid-2") != first, "a re-created cache gets another claim"
+    assert names.pvc_name("mc", "uid-1", replaces=first) != first, "so does a lost volume"
+    lost = mc(status="Available", job=JOB0, persistentVolumeClaim=CLAIM)
+    plan = decide(lost, Observed(None, {}, READY), "img", NOW, POLICY)
+    (claim,) = [body for _, body in plan.creates if body["kind"] == "PersistentVolumeClaim"]
+    assert claim["metadata"]["name"] == names.pvc_name("mc", "mc-uid", replaces=CLAIM) != CLAIM
+    assert plan.status["persistentVolumeClaim"] == claim["metadata"]["name"]
+
+
+def test_an_available_cache_says_so_completely() -> None:
+    """E7: progress at 100 % with the bytes, though the download never reported its last tick."""
+    downloading = mc(progress={"totalBytes": 1000, "downloadedBytes": 600, "percentage": 60})
+    plan = decide(
+        downloading, Observed(pvc(), {JOB0: job(JOB0, "Complete")}, READY), "i", NOW, POLICY
+    )
+    assert plan.status["status"] == "Available"
+    assert plan.status["progress"] == {
+        "totalBytes": 1000,
+        "downloadedBytes": 1000,
+        "percentage": 100,
+        "bytesPerSecond": 0,
+    }
+    assert plan.status["displayPercentage"] == "100%"
+    assert plan.status["displaySize"] == "10.0GiB"
+
+
+def test_old_attempts_do_not_pile_up() -> None:
+    """E7: the current Job and the last failed download stay; older ones and probes go."""
+
+    def at(name: str, outcome: str | None, created: str) -> Object:
+        found = job(name, outcome)
+        found["metadata"]["creationTimestamp"] = created
+        return found
+
+    jobs = {
+        "mc-probe-0": at("mc-probe-0", "Complete", "2026-01-01T00:00:00Z"),
+        "mc-dl-a-0": at("mc-dl-a-0", "Failed", "2026-01-01T00:01:00Z"),
+        "mc-dl-a-1": at("mc-dl-a-1", "Failed", "2026-01-01T00:02:00Z"),
+        "mc-dl-a-2": at("mc-dl-a-2", None, "2026-01-01T00:03:00Z"),
+    }
+    removed = {j["metadata"]["name"] for j in jobs_to_remove(jobs, "mc-dl-a-2")}
+    assert removed == {"mc-probe-0", "mc-dl-a-0"}
+    removed = {j["metadata"]["name"] for j in jobs_to_remove(jobs, None)}
+    assert removed == {"mc-probe-0", "mc-dl-a-0", "mc-dl-a-2"}
+
+
+def test_a_refused_child_is_said_in_the_servers_words_and_retried_on_a_bounded_backoff() -> None:
+    error = Refused("PersistentVolumeClaim mc-data", Forbidden(403, "Forbidden", "exceeded quota"))
+    status, first_delay = refused(mc(status="Pending"), error, NOW)
+    ready = status["conditions"][-1]
+    assert ready["reason"] == "CreateRefused"
+    assert "exceeded quota" in ready["message"]
+    assert "PersistentVolumeClaim mc-data" in ready["message"]
+    still = mc(status="Pending", conditions=status["conditions"])
+    _, later_delay = refused(still, error, NOW + timedelta(minutes=2))
+    _, much_later = refused(still, error, NOW + timedelta(hours=5))
+    assert 0 < first_delay < later_delay < much_later <= 300

@@ -73,3 +73,17 @@ def test_quantities_parse_to_bytes(value: object, expected: int | None) -> None:
 )
 def test_pvc_has_ten_percent_headroom_rounded_up_to_gib(size: int, expected: str) -> None:
     assert pvc_size(size) == expected
+
+
+def test_the_one_name_of_a_model_does_not_depend_on_its_spelling() -> None:
+    assert names.model_cache_name("s3://b/p/") == names.model_cache_name("s3://b/p")
+    assert names.model_cache_name("hf://Org/M") == names.model_cache_name("hf://org/m")
+
+
+def test_workload_names_are_valid_service_names() -> None:
+    assert names.workload_name("svc") == "svc"
+    for service in ("s." + "s" * 200, "9lives", "a.b"):
+        name = names.workload_name(service)
+        assert len(name) <= 63
+        assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name), name
+    assert names.workload_name("a.b") != names.workload_name("a-b")

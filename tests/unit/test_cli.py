@@ -14,7 +14,7 @@ def test_help_lists_every_subcommand() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "aimd", "--help"], capture_output=True, text=True, check=True
     )
-    for name in ("run", "download", "probe", "crds", "dev"):
+    for name in ("run", "download", "probe", "crds", "dev", "cache", "uninstall"):
         assert name in result.stdout
 
 

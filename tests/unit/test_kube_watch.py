@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import orjson
 import pytest
 
@@ -19,31 +17,26 @@ from aimd.kube.errors import (
     TooManyRequests,
     error_from_status,
 )
-from aimd.kube.watch import resource_version_unusable, split_lines, strip
+from aimd.kube.watch import LineSplitter, resource_version_unusable, strip
 
 
-class Chunks:
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = chunks
-
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
-            yield chunk
-
-
-async def lines_of(chunks: list[bytes]) -> list[bytes]:
-    return [bytes(line) async for line in split_lines(Chunks(chunks))]
+def lines_of(chunks: list[bytes]) -> list[bytes]:
+    """What the watch loop does with a body: feed each chunk, then take the tail."""
+    splitter = LineSplitter()
+    lines = [bytes(line) for chunk in chunks for line in splitter.feed(chunk)]
+    rest = splitter.tail()
+    return lines + ([rest] if rest is not None else [])
 
 
-async def test_lines_split_across_and_within_chunks() -> None:
-    assert await lines_of([b"a\nb", b"c\n", b"\nd\ne", b"f"]) == [b"a", b"bc", b"d", b"ef"]
+def test_lines_split_across_and_within_chunks() -> None:
+    assert lines_of([b"a\nb", b"c\n", b"\nd\ne", b"f"]) == [b"a", b"bc", b"d", b"ef"]
 
 
-async def test_a_line_of_many_mebibytes_in_small_chunks_parses() -> None:
+def test_a_line_of_many_mebibytes_in_small_chunks_parses() -> None:
     event = {"type": "ADDED", "object": {"metadata": {"name": "x"}, "data": {"v": "y" * 8_000_000}}}
     raw = orjson.dumps(event) + b"\n" + orjson.dumps({"type": "BOOKMARK"}) + b"\n"
     chunks = [raw[i : i + 65536] for i in range(0, len(raw), 65536)]
-    lines = await lines_of(chunks)
+    lines = lines_of(chunks)
     assert len(lines) == 2
     assert orjson.loads(lines[0]) == event
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from aimd.runtime.index import Index, controller_uid, key_of, label, owner_uids
+from aimd.runtime.index import Index, key_of
 
 
 def obj(name: str, namespace: str | None = "ns", rv: str = "1", **extra: Any) -> dict[str, Any]:
@@ -15,6 +15,11 @@ def obj(name: str, namespace: str | None = "ns", rv: str = "1", **extra: Any) ->
         metadata["namespace"] = namespace
     metadata.update(extra.pop("metadata", {}))
     return {"metadata": metadata, **extra}
+
+
+def name_of(o: dict[str, Any] | None) -> str:
+    assert o is not None
+    return str(o["metadata"]["name"])
 
 
 def uri_index(o: dict[str, Any]) -> list[tuple[str, str]]:
@@ -37,15 +42,19 @@ def test_secondary_index_follows_updates_and_deletes() -> None:
     assert [o["metadata"]["name"] for o in index.by("uri", ("ns", "hf://y"))] == ["a"]
     index.remove("ns/b")
     assert index.by("uri", ("ns", "hf://x")) == []
-    assert ("ns", "hf://x") not in index.values("uri"), "empty values do not linger"
     with pytest.raises(KeyError):
         index.by("unknown", "x")
+
+
+def app_label(o: dict[str, Any]) -> list[str]:
+    labels = o["metadata"].get("labels") or {}
+    return [labels["app"]] if "app" in labels else []
 
 
 def test_an_index_declared_late_files_existing_objects() -> None:
     index = Index()
     index.apply(obj("a", metadata={"labels": {"app": "web"}}))
-    index.add_index("app", label("app"))
+    index.add_index("app", app_label)
     assert [o["metadata"]["name"] for o in index.by("app", "web")] == ["a"]
 
 
@@ -54,18 +63,12 @@ def test_an_unreadable_object_is_stored_but_not_filed() -> None:
     index.add_index("uri", uri_index)
     index.apply(obj("no-spec"))
     assert index.get("ns/no-spec") is not None
-    assert index.values("uri") == []
 
 
-def test_owner_and_namespace_indexes() -> None:
+def test_namespace_index() -> None:
     index = Index()
-    index.add_index("owner", owner_uids)
-    index.add_index("controller", controller_uid)
-    refs = [{"uid": "u1", "controller": True}, {"uid": "u2"}]
-    index.apply(obj("child", metadata={"ownerReferences": refs}))
+    index.apply(obj("child"))
     index.apply(obj("other", namespace="elsewhere"))
-    assert [o["metadata"]["name"] for o in index.by("owner", "u2")] == ["child"]
-    assert index.by("controller", "u2") == []
     assert [o["metadata"]["name"] for o in index.list("elsewhere")] == ["other"]
     assert len(index.list()) == 2
 
@@ -75,9 +78,21 @@ def test_replace_reports_adds_changes_and_deletions_by_resource_version() -> Non
     for name in ("same", "changed", "gone"):
         index.apply(obj(name))
     changes = index.replace([obj("same"), obj("changed", rv="2"), obj("new")])
-    summary = [(t, (new or old)["metadata"]["name"]) for t, old, new in changes]
+    summary = [(t, name_of(new or old)) for t, old, new in changes]
     assert summary == [("MODIFIED", "changed"), ("ADDED", "new"), ("DELETED", "gone")]
     deleted = changes[-1]
     assert deleted[1] is not None
     assert deleted[1]["metadata"]["name"] == "gone"
     assert sorted(index.keys()) == ["ns/changed", "ns/new", "ns/same"]
+
+
+def test_replace_of_one_namespace_leaves_the_others_alone() -> None:
+    """One informer may list several namespaces into one index: a relist of one namespace
+    must not take the other namespaces' objects for deletions."""
+    index = Index()
+    index.apply(obj("a", namespace="one"))
+    index.apply(obj("b", namespace="one"))
+    index.apply(obj("c", namespace="two"))
+    changes = index.replace([obj("a", namespace="one")], namespace="one")
+    assert [(t, name_of(new or old)) for t, old, new in changes] == [("DELETED", "b")]
+    assert sorted(index.keys()) == ["one/a", "two/c"]

@@ -24,7 +24,11 @@ def test_listed_and_watched_objects_are_transformed_before_handlers_run() -> Non
     informer = Informer(cast(KubeClient, None), THINGS, transform=tagged)
     informer.add_index("seen", lambda o: [o["status"]["seen"]])
     handled: list[tuple[str, Any]] = []
-    informer.add_handler(lambda event, old, new: handled.append((event, (new or old)["status"])))
+    informer.add_handler(
+        lambda event, old, new: handled.append(
+            (event, (new if new is not None else old or {})["status"])
+        )
+    )
 
     informer.listed(Listed([thing("a", "1")], "1", "initial"))
     informer.changed("MODIFIED", thing("a", "2"))

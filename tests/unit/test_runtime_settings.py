@@ -1,4 +1,5 @@
-"""Settings from flags and environment; health and readiness checks."""
+"""Settings from flags and environment, and what the manager makes of them; health and
+readiness checks."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ from dataclasses import dataclass
 
 import pytest
 
+from aimd.kube.client import KubeClient
+from aimd.kube.throttle import TokenBucketRateLimiter
 from aimd.runtime.health import Checks
+from aimd.runtime.manager import Manager
 from aimd.settings import Settings, parse_bind_address
+from tests.support import NoAuth
 
 
 def test_defaults_follow_kubebuilder() -> None:
@@ -17,6 +22,37 @@ def test_defaults_follow_kubebuilder() -> None:
     assert settings.leader_elect is False
     assert settings.leader_election_id == "aimd-leader"
     assert (settings.lease_duration, settings.renew_deadline, settings.retry_period) == (15, 10, 2)
+    assert (settings.kube_api_qps, settings.kube_api_burst) == (20, 30), "controller-runtime's"
+    assert settings.namespaces == (), "every namespace"
+    assert (settings.log_format, settings.log_level) == ("text", "info")
+
+
+def test_rate_limit_namespaces_and_logging_flags_with_environment_fallbacks() -> None:
+    settings = Settings.parse(
+        ["--kube-api-qps", "50", "--namespaces", "team-a, team-b,,team-a", "--log-format=json"],
+        environ={"AIMD_KUBE_API_BURST": "100", "AIMD_LOG_LEVEL": "debug"},
+    )
+    assert (settings.kube_api_qps, settings.kube_api_burst) == (50, 100)
+    assert settings.namespaces == ("team-a", "team-b")
+    assert (settings.log_format, settings.log_level) == ("json", "debug")
+    from_env = Settings.parse(
+        [], environ={"AIMD_NAMESPACES": "ml", "AIMD_KUBE_API_QPS": "-1", "AIMD_LOG_FORMAT": "json"}
+    )
+    assert from_env.namespaces == ("ml",)
+    assert from_env.kube_api_qps == -1, "<= 0: unlimited"
+    assert from_env.log_format == "json"
+
+
+def test_fractional_lease_settings_are_kept() -> None:
+    settings = Settings.parse(
+        ["--lease-duration", "4.5", "--renew-deadline", "3.5s", "--retry-period", "500ms"],
+        environ={},
+    )
+    assert (settings.lease_duration, settings.renew_deadline, settings.retry_period) == (
+        4.5,
+        3.5,
+        0.5,
+    )
 
 
 def test_flags_win_over_environment_which_wins_over_defaults() -> None:
@@ -58,6 +94,9 @@ def test_settings_are_frozen() -> None:
         ["--lease-duration", "5", "--renew-deadline", "10"],
         ["--workers", "0"],
         ["--metrics-bind-address", "nonsense"],
+        ["--namespaces", "Not_A_Namespace"],
+        ["--kube-api-burst", "0"],
+        ["--log-level", "loud"],
     ],
 )
 def test_inconsistent_settings_are_refused(argv: list[str]) -> None:
@@ -94,3 +133,25 @@ def test_ready_once_every_informer_synced_and_unhealthy_when_a_watch_stalls() ->
     healthy, lines = checks.healthy()
     assert not healthy
     assert "[-]watch pods: no progress for 305s" in lines
+
+
+def test_the_manager_throttles_every_client_it_makes_and_fences_the_writers() -> None:
+    base = KubeClient(NoAuth("http://127.0.0.1:1"))
+    settings = Settings(
+        kube_api_qps=5, kube_api_burst=7, leader_elect=True, leader_election_namespace="ns"
+    )
+    manager = Manager(base, settings, handle_signals=False)
+    assert manager.elector is not None
+    clients = [manager.client, manager.events.client, manager.elector.client]
+    limiters = [client.rate_limiter for client in clients]
+    assert all(isinstance(limiter, TokenBucketRateLimiter) for limiter in limiters)
+    assert {(limiter.qps, limiter.burst) for limiter in limiters} == {(5, 7)}  # type: ignore[union-attr]
+    assert len({id(limiter) for limiter in limiters}) == 3, "a bucket each, as controller-runtime"
+    assert manager.client.fence == manager.elector.check
+    assert manager.events.client.fence == manager.elector.check
+    assert manager.elector.client.fence is None, "the lease itself is never fenced"
+    assert base.rate_limiter is None, "the client passed in is left as it was"
+
+    unlimited = Manager(base, Settings(kube_api_qps=0), handle_signals=False)
+    assert unlimited.client.rate_limiter is None
+    assert unlimited.client.fence is None, "without leader election every replica writes"

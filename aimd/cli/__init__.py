@@ -2,7 +2,12 @@
 
 Each role lives in its own module, which exposes ``configure(parser)`` to declare its flags and
 ``main(args) -> int`` to run. The command line only dispatches: the controller, the download Job
-and the developer tools share one entry point and one image.
+and the developer tools share one entry point and one image. Roles are imported by name when the
+parser is built, so this package sits above every layer without importing any of them statically.
+
+The commands a person runs against a cluster live beside the dispatch: :mod:`.cache` (`aimd cache`,
+also `kubectl aimd` through :mod:`.kubectl`) and :mod:`.uninstall`; :mod:`.target` turns
+kubectl's connection flags into a client and a namespace for both.
 """
 
 from __future__ import annotations
@@ -36,7 +41,12 @@ COMMANDS = (
         "local control plane + controller + sample caches, no cluster needed",
         "aimd.dev.command",
     ),
-    Command("cache", "list model caches, or say what one is waiting for", "aimd.cachectl"),
+    Command("cache", "list model caches, or say what one is waiting for", "aimd.cli.cache"),
+    Command(
+        "uninstall",
+        "take aimd out: remove its finalizers, then its objects if asked",
+        "aimd.cli.uninstall",
+    ),
     Command("serve-cache", "list the models a pod mounts (test server)", "aimd.dev.servecache"),
 )
 
