@@ -22,7 +22,7 @@ from aimd.api import kinds
 from aimd.dev.localhub import LocalHub
 from aimd.dev.node import RealNode
 from aimd.kube.client import KubeClient
-from aimd.kube.resources import CORE_EVENTS, JOBS, PERSISTENT_VOLUME_CLAIMS, PODS, SECRETS
+from aimd.kube.resources import JOBS, PERSISTENT_VOLUME_CLAIMS, PODS, SECRETS, Resource
 from tests.conftest import ARTIFACTS
 from tests.e2e.realnode.conftest import Installed
 from tests.e2e.realnode.support import (
@@ -38,6 +38,8 @@ Object = dict[str, Any]
 CAPTURES = ARTIFACTS / "realnode-captures"
 NEEDS_WIRING = pytest.mark.xfail(reason="needs the lead's pod wiring", strict=True)
 MISSING_IMAGE = "localhost/aimd-missing:0"
+# The kubelet and the scheduler write core/v1 Events (aimd itself writes events.k8s.io ones).
+CORE_EVENTS = Resource("", "v1", "events", "Event", namespaced=True)
 
 
 def _secret_env() -> list[Object]:
@@ -361,7 +363,6 @@ def _exit_codes(states: list[Object]) -> list[int]:
     return codes
 
 
-@pytest.mark.xfail(reason="needs the download engineer's SIGTERM handling", strict=True)
 async def test_a_deleted_jobs_pod_stops_on_sigterm_and_leaves_its_download_resumable(
     aimd_installed: Installed,
     real_node: RealNode,
@@ -369,8 +370,8 @@ async def test_a_deleted_jobs_pod_stops_on_sigterm_and_leaves_its_download_resum
     node_hub: LocalHub,
     node_namespace: str,
 ) -> None:
-    """The container's process is PID 1: it gets SIGTERM with no default action, so unless it
-    handles it the kubelet kills it only when the grace period (30 s) ends, with exit code 137."""
+    """The container's process is PID 1, for which SIGTERM has no default action: only a handler
+    stops it before the kubelet kills it at the end of the grace period (30 s, exit code 137)."""
     namespace = node_namespace
     real_node.add_local_volumes(1)
     repo = node_hub.add_model("org/interrupted", size_mib=4)
