@@ -235,6 +235,7 @@ ALLOWED = [
     *cases("create patch", "", "events", "app"),
     *cases("create patch", "events.k8s.io", "events", "app"),
     *cases("get list watch", "", "namespaces", None),
+    *cases("get list watch", "storage.k8s.io", "storageclasses", None),
     *cases("get create update", "coordination.k8s.io", "leases", "own"),
 ]  # fmt: skip
 DENIED = [
