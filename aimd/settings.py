@@ -54,6 +54,7 @@ class Settings:
     kube_api_burst: int = 30
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     image: str | None = None  # this controller's own image: the default for download Jobs
+    max_concurrent_downloads: int = 0  # controller-wide cap on running downloads; 0: no cap
 
     @classmethod
     def from_args(
@@ -93,6 +94,8 @@ class Settings:
             )
         if self.workers < 1:
             raise ValueError("--workers must be at least 1")
+        if self.max_concurrent_downloads < 0:
+            raise ValueError("--max-concurrent-downloads must be 0 (no cap) or more")
         if self.kube_api_qps > 0 and self.kube_api_burst < 1:
             raise ValueError("--kube-api-burst must be at least 1 while --kube-api-qps is set")
         if self.log_format not in logs.FORMATS:
@@ -114,7 +117,7 @@ _FLOATS = {
     "watch_stall_timeout",
     "shutdown_grace",
 }
-_INTS = {"workers", "kube_api_burst"}
+_INTS = {"workers", "kube_api_burst", "max_concurrent_downloads"}
 _NUMBERS = {"kube_api_qps"}
 
 
@@ -209,3 +212,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="watch only these namespaces, comma-separated (default: every namespace)",
     )
     add("--image", help="this controller's image, run by download Jobs (env AIMD_IMAGE)")
+    add(
+        "--max-concurrent-downloads",
+        type=int,
+        help="download Jobs running at once, cluster-wide; the rest wait their turn "
+        "(default 0: no cap)",
+    )

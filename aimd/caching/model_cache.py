@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from aimd.api import kinds
@@ -28,7 +28,7 @@ from aimd.api.quantity import display_size, parse_bytes, pvc_size
 from aimd.api.reasons import Reason
 from aimd.api.sources import source_key
 from aimd.api.types import ModelCache, Object
-from aimd.caching import builders, metrics, names, rules, writes
+from aimd.caching import builders, governor, metrics, names, rules, writes
 from aimd.caching.reconciler import Key, Reconciler
 from aimd.caching.state import State
 from aimd.caching.templates import model_sources
@@ -110,6 +110,9 @@ class Observed:
     downloader_ready: tuple[bool, bool, bool]  # ServiceAccount, Role, RoleBinding exist
     namesake_volumes: tuple[Object, ...] = ()  # PVCs an earlier MC of this name left behind
     expandable: bool = False  # the volume's StorageClass allows expansion
+    # Asked only when a download would start: 0 to start now, else the place in the queue for a
+    # download slot (the governor, --max-concurrent-downloads).
+    slot: Callable[[], int] = lambda: 0
 
 
 def known_size(mc: ModelCache) -> int | None:
@@ -340,13 +343,25 @@ def decide(
     if not was_available and _volume_too_small(d, seen, pvc, claim, size, job):
         return d.plan
     if job is None:
-        if not d.waiting_to_retry():
-            d.start(
-                resources.JOBS, builders.download_job(mc, job_name, claim, downloads), "downloading"
-            )
-            d.plan.started = True
-            d.set(PROGRESSING, False, Reason.DOWNLOADING, f"downloading {d.uri} into {claim}")
         d.plan.deletes = jobs_to_remove(seen.jobs, None)
+        if d.waiting_to_retry():
+            return d.plan
+        place = seen.slot()
+        if place:
+            d.set(
+                PENDING,
+                False,
+                Reason.WAITING_FOR_DOWNLOAD_SLOT,
+                f"waiting for a download slot: {governor.said_place(place)} in the queue "
+                "(--max-concurrent-downloads); it starts by itself when one frees",
+            )
+            d.plan.requeue_after = governor.WAIT_RECHECK
+            return d.plan
+        d.start(
+            resources.JOBS, builders.download_job(mc, job_name, claim, downloads), "downloading"
+        )
+        d.plan.started = True
+        d.set(PROGRESSING, False, Reason.DOWNLOADING, f"downloading {d.uri} into {claim}")
         return d.plan
     d.plan.deletes = jobs_to_remove(seen.jobs, job_name)
     outcome = job_outcome(job)
@@ -482,6 +497,7 @@ class ModelCacheReconciler(Reconciler):
         wake_template_cache: Callable[[str, str], None] = lambda namespace, name: None,
     ) -> None:
         super().__init__(manager, state)
+        self.governor = governor.Governor(manager.settings.max_concurrent_downloads)
         self.downloads = downloads
         self.policy = policy or RetryPolicy()
         self.wake_template_cache = wake_template_cache
@@ -579,6 +595,7 @@ class ModelCacheReconciler(Reconciler):
             ),
             namesake_volumes=tuple(s.volumes_of_namesakes(mc)),
             expandable=pvc is not None and s.expandable(pvc),
+            slot=lambda: self.governor.place(mc, s.model_caches.list(), s.needed_by_a_service),
         )
 
     async def _drive(self, mc: ModelCache) -> float | None:
@@ -589,7 +606,7 @@ class ModelCacheReconciler(Reconciler):
             if created_pvc is not None:
                 # The Job's name needs the new PVC's uid, which the create just returned: start it
                 # in this pass rather than write a Pending status the next pass would overwrite.
-                seen = Observed(created_pvc, seen.jobs, (True, True, True))
+                seen = replace(seen, pvc=created_pvc, downloader_ready=(True, True, True))
                 first, plan = plan, decide(mc, seen, self.downloads, now(), self.policy)
                 plan.retired_volumes[:0] = first.retired_volumes
                 await self._create(mc, plan)

@@ -249,6 +249,15 @@ class State:
         """TCs whose status lists ``uri`` (a template that no longer needs it included)."""
         return self.template_caches.by(LISTED_SOURCE, (namespace, source_key(uri)))
 
+    def needed_by_a_service(self, mc: ModelCache) -> bool:
+        """A live service with caching on waits for this MC (through its template's TC)."""
+        namespace = namespace_of(mc)
+        for tc in self.template_caches_needing(namespace, mc["spec"]["sourceUri"]):
+            for svc in self.services_for_template(namespace, tc["spec"].get("templateName", "")):
+                if live(svc) and svc["spec"].get("cacheModel"):
+                    return True
+        return False
+
     def template_caches_for_template(self, namespace: str, name: str) -> list[TemplateCache]:
         return self.template_caches.by(TEMPLATE_NAME, (namespace, name))
 

@@ -21,6 +21,7 @@ from typing import TypeVar
 from aimd.api.meta import deleting, namespace_of
 from aimd.api.sources import source_key
 from aimd.api.types import ModelCache, Object, Service, Template, TemplateCache
+from aimd.caching import governor
 from aimd.caching.state import ANY_NAMESPACE, State
 from aimd.caching.templates import source_uris
 
@@ -96,6 +97,12 @@ def on_model_cache(state: State, old: ModelCache | None, new: ModelCache | None)
         for tc in state.template_caches_needing(namespace, uri)
         + state.template_caches_listing(namespace, uri)
     }
+    if old is not None and governor.downloading(old) and not (new and governor.downloading(new)):
+        # A download slot freed: the caches waiting for one take their turn (or learn their
+        # new place).
+        for waiter in state.model_caches.list():
+            if governor.waiting(waiter):
+                keys.uris(namespace_of(waiter), {waiter["spec"]["sourceUri"]})
     return keys
 
 

@@ -46,12 +46,15 @@ class Running:
                 await self.task
 
 
-def start_controller(kubeconfig: str, policy: RetryPolicy = FAST_RETRIES) -> Running:
+def start_controller(
+    kubeconfig: str, policy: RetryPolicy = FAST_RETRIES, **settings_: Any
+) -> Running:
     settings = Settings(
         kubeconfig=kubeconfig,
         metrics_bind_address="0",
         health_probe_bind_address="0",
         shutdown_grace=5.0,
+        **settings_,
     )
     holder: Running
 

@@ -466,3 +466,13 @@ def test_an_available_cache_keeps_its_volume_whatever_the_size_says() -> None:
     assert plan.status["status"] == "Available"
     assert plan.retired_volumes == []
     assert plan.resizes == []
+
+
+def test_a_download_waits_for_a_slot_and_says_its_place() -> None:
+    seen = Observed(pvc(), {}, READY, slot=lambda: 3)
+    plan = decide(mc(), seen, JOBS, NOW, POLICY)
+    assert plan.creates == []
+    assert plan.status["status"] == "Pending"
+    ready = plan.status["conditions"][-1]
+    assert ready["reason"] == "WaitingForDownloadSlot"
+    assert "3rd in the queue" in ready["message"]
