@@ -50,6 +50,7 @@ COMMANDS = (
         "take aimd out: remove its finalizers, then its objects if asked",
         "aimd.cli.uninstall",
     ),
+    Command("serve-cache", "list the models a pod mounts (test server)", "aimd.dev.servecache"),
 )
 
 

@@ -14,11 +14,17 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import copy
 import logging
+import os
+import shutil
+import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import yaml
@@ -26,9 +32,11 @@ import yaml
 from aimd.api import kinds
 from aimd.api.crds import all_crds
 from aimd.cli.cache import cache_rows, format_table
+from aimd.dev import netns
 from aimd.dev.controlplane import REPO_ROOT, ControlPlane, build_binaries, free_port
 from aimd.dev.kubelet import LocalKubelet
 from aimd.dev.localhub import LocalHub, serve_hub
+from aimd.dev.node import NodeBusy, RealNode, missing_means, running_node
 from aimd.kube.client import KubeClient
 from aimd.kube.errors import AlreadyExists
 from aimd.kube.resources import SECRETS, Resource
@@ -124,10 +132,36 @@ async def show_progress(client: KubeClient, exit_when_ready: bool, give_up_after
         await asyncio.sleep(1.0)
 
 
-async def dev(args: argparse.Namespace, plane: ControlPlane) -> int:
+def for_real_node(samples: list[dict[str, Any]], hub_url: str, image: str) -> list[dict[str, Any]]:
+    """The samples as the real node can run them: templates served by the image's `serve-cache`
+    (their own images cannot be pulled here, and the node has no GPUs), and every hf:// source
+    downloaded from the local hub inside the node's namespace."""
+    adapted = []
+    hub_env = {"name": "HF_ENDPOINT", "value": hub_url}
+    for sample in copy.deepcopy(samples):
+        spec = sample.get("spec", {})
+        if "modelSources" in spec:
+            spec["image"] = image
+            spec.pop("resources", None)
+            for source in spec["modelSources"]:
+                if source["sourceUri"].startswith("hf://"):
+                    source["env"] = [*source.get("env", []), hub_env]
+        elif str(spec.get("sourceUri", "")).startswith("hf://"):
+            spec["env"] = [*spec.get("env", []), hub_env]
+        adapted.append(sample)
+    return adapted
+
+
+async def dev(args: argparse.Namespace, plane: ControlPlane | RealNode) -> int:
+    """The controller in this process over `plane`, the samples applied, progress shown.
+
+    With the local control plane `LocalKubelet` runs the Jobs here; on the real node they run
+    as pods, downloading from a hub that listens inside the node's network namespace.
+    """
     from aimd.caching.controller import run as run_controller
 
     samples = load_samples(args.samples, include_s3=args.include_s3)
+    real = isinstance(plane, RealNode)
     async with contextlib.AsyncExitStack() as stack:
         client = await KubeClient.from_kubeconfig(str(plane.kubeconfig))
         stack.push_async_callback(client.close)
@@ -135,35 +169,49 @@ async def dev(args: argparse.Namespace, plane: ControlPlane) -> int:
         if args.hf_endpoint:
             extra_env["HF_ENDPOINT"] = args.hf_endpoint
         else:
-            hub: LocalHub = await stack.enter_async_context(serve_hub())
+            sock = None
+            if isinstance(plane, RealNode):
+                sock = netns.listening_socket(plane.network.path, plane.node_ip)
+            hub: LocalHub = await stack.enter_async_context(serve_hub(sock=sock))
             for repo in sorted(hf_repos(samples)):
                 hub.add_model(repo, size_mib=args.model_mib)
             extra_env["HF_ENDPOINT"] = hub.url
             print(f"local hub at {hub.url} serves: {', '.join(sorted(hub.repos))}", flush=True)
-        kubelet = LocalKubelet(
-            client,
-            plane.workdir / "node",
-            server=plane.server,
-            ca_file=str(plane.ca_file),
-            extra_env=extra_env,
-        )
+        if isinstance(plane, RealNode):
+            samples = for_real_node(samples, extra_env["HF_ENDPOINT"], plane.serve_image)
+            plane.add_storage_class()
+            # The samples' models are tens of GiB by their size; a local volume's capacity is
+            # only what it declares, and the demo's files are small.
+            plane.add_local_volumes(len(samples) + 2, size="100Gi")
         settings = Settings(
             kubeconfig=str(plane.kubeconfig),
             metrics_bind_address=f"127.0.0.1:{args.metrics_port}",
             metrics_secure=False,  # a local demo: plain HTTP on loopback
             health_probe_bind_address=f"127.0.0.1:{free_port()}",
-            image="aimd",
+            image=plane.image if isinstance(plane, RealNode) else "aimd",
         )
         print(f"metrics at http://127.0.0.1:{args.metrics_port}/metrics", flush=True)
         async with asyncio.TaskGroup() as group:
-            controller = group.create_task(run_controller(settings, "aimd", handle_signals=False))
-            node = group.create_task(kubelet.run())
+            tasks: list[asyncio.Task[Any]] = [
+                group.create_task(
+                    run_controller(settings, settings.image or "aimd", handle_signals=False)
+                )
+            ]
+            if not real:
+                kubelet = LocalKubelet(
+                    client,
+                    plane.workdir / "node",
+                    server=plane.server,
+                    ca_file=str(plane.ca_file),
+                    extra_env=extra_env,
+                )
+                tasks.append(group.create_task(kubelet.run()))
             await apply_samples(client, samples)
             try:
                 code = await show_progress(client, args.exit_when_ready, args.timeout)
             finally:
-                controller.cancel()
-                node.cancel()
+                for task in tasks:
+                    task.cancel()
     return code
 
 
@@ -172,6 +220,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--workdir",
         type=Path,
         help="where the control plane keeps its data (default: a temporary directory)",
+    )
+    parser.add_argument(
+        "--real-node",
+        action="store_true",
+        help="run a real single-node cluster (containerd, kubelet; root on Linux) instead of the "
+        "local control plane, so downloads run as pods",
     )
     parser.add_argument("--samples", type=Path, default=SAMPLES_DIR, help="manifests to apply")
     parser.add_argument(
@@ -190,18 +244,79 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def stop_like_ctrl_c() -> Iterator[None]:
+    """SIGTERM and SIGHUP end `aimd dev` the way Ctrl-C does: KeyboardInterrupt, so every
+    `finally` runs and the processes it started are stopped. The first of these signals also
+    makes the process ignore the next ones, so a second cannot cut that clean-up short."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def print_how_to_reach(plane: ControlPlane | RealNode) -> None:
+    print(f"export KUBECONFIG={plane.kubeconfig}", flush=True)
+    if isinstance(plane, RealNode):
+        print(
+            f"the real node's API server is {plane.server}, inside network namespace "
+            f"{plane.network.name} (reached from here over {plane.network.host_link}); "
+            f"kubectl is {plane.kubectl}; pods and their logs: "
+            f"{plane.kubectl} get pods -A",
+            flush=True,
+        )
+
+
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="aimd-dev-"))
-    plane = ControlPlane(binaries=build_binaries(), workdir=workdir)
-    print(f"starting the local control plane in {workdir}", flush=True)
-    plane.start(crds=all_crds())
-    print(f"export KUBECONFIG={plane.kubeconfig}", flush=True)
+    with stop_like_ctrl_c():
+        try:
+            if args.real_node:
+                return _run_on_real_node(args, workdir)
+            plane = ControlPlane(binaries=build_binaries(), workdir=workdir)
+            print(f"starting the local control plane in {workdir}", flush=True)
+            plane.start(crds=all_crds())
+            try:
+                print_how_to_reach(plane)
+                return asyncio.run(dev(args, plane))
+            finally:
+                plane.stop()
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            if args.workdir is None:
+                shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def _run_on_real_node(args: argparse.Namespace, workdir: Path) -> int:
+    reason = missing_means()
+    if reason:
+        print(f"aimd dev --real-node: {reason}", file=sys.stderr, flush=True)
+        return 2
+    print(f"starting the real node in {workdir}", flush=True)
+    wait = float(os.environ.get("AIMD_REAL_NODE_WAIT", "0"))
     try:
-        return asyncio.run(dev(args, plane))
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        plane.stop()
+        with running_node(workdir, lock_timeout=wait) as node:
+            print(f"real node ready ({node.timings})", flush=True)
+            for crd in all_crds():
+                node.install_crd(crd)
+            print_how_to_reach(node)
+            return asyncio.run(dev(args, node))
+    except NodeBusy as error:
+        print(f"aimd dev --real-node: {error}", file=sys.stderr, flush=True)
+        return 2

@@ -22,7 +22,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -301,29 +301,10 @@ class ControlPlane:
             return False
 
     def _write_kubeconfigs(self) -> None:
-        for path, user, token in (
-            (self.kubeconfig, ADMIN_USER, self.token),
-            (self.workdir / "kcm.kubeconfig", KCM_USER, self.kcm_token),
-        ):
-            config = {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "aimd-test",
-                        "cluster": {
-                            "server": self.server,
-                            "certificate-authority": str(self.ca_file),
-                        },
-                    }
-                ],
-                "users": [{"name": user, "user": {"token": token}}],
-                "contexts": [
-                    {"name": "aimd-test", "context": {"cluster": "aimd-test", "user": user}}
-                ],
-                "current-context": "aimd-test",
-            }
-            path.write_text(json.dumps(config, indent=2))
+        write_kubeconfig(self.kubeconfig, self.server, self.ca_file, ADMIN_USER, self.token)
+        write_kubeconfig(
+            self.workdir / "kcm.kubeconfig", self.server, self.ca_file, KCM_USER, self.kcm_token
+        )
 
     # -- API ---------------------------------------------------------------------------------
 
@@ -332,52 +313,11 @@ class ControlPlane:
 
         A PATCH is a JSON merge patch.
         """
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            f"{self.server}{path}",
-            data=data,
-            method=method,
-            headers={
-                "Authorization": f"Bearer {self.token}",
-                "Content-Type": (
-                    "application/merge-patch+json" if method == "PATCH" else "application/json"
-                ),
-            },
-        )
-        context = ssl.create_default_context(cafile=str(self.ca_file))
-        try:
-            response = urllib.request.urlopen(request, context=context, timeout=30)
-        except urllib.error.HTTPError as error:
-            body = error.read().decode(errors="replace")
-            with contextlib.suppress(json.JSONDecodeError, AttributeError):
-                body = json.loads(body).get("message", body)
-            raise RequestFailed(error.code, body) from None
-        with response:
-            payload = response.read()
-            if response.headers.get_content_type() != "application/json":
-                return payload.decode()
-            return json.loads(payload or b"null")
+        return api_request(self.server, self.token, self.ca_file, method, path, body)
 
     def install_crd(self, crd: dict[str, Any]) -> None:
         """Creates (or replaces) one CRD and waits until the API server serves it."""
-        name = crd["metadata"]["name"]
-        path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-        try:
-            self.api("POST", path, crd)
-        except RequestFailed as error:
-            if error.code != 409:
-                raise
-            current = self.api("GET", f"{path}/{name}")
-            replacement = {**crd, "metadata": {**crd["metadata"], **current["metadata"]}}
-            self.api("PUT", f"{path}/{name}", replacement)
-
-        def established() -> bool:
-            conditions = (self.api("GET", f"{path}/{name}").get("status") or {}).get(
-                "conditions"
-            ) or []
-            return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
-
-        self._wait(f"CRD {name}", established)
+        install_crd(self.api, crd, self._wait)
 
     def _api_ok(self, path: str) -> bool:
         if not self.ca_file.exists():
@@ -397,17 +337,98 @@ class ControlPlane:
             return False
 
     def _wait(self, what: str, ready: Any, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        process = self.processes.get(what)
-        while time.monotonic() < deadline:
-            if process is not None and process.poll() is not None:
-                raise ControlPlaneError(
-                    f"{what} exited with {process.returncode}:\n{self.log_tail(what)}"
-                )
-            if ready():
-                return
-            time.sleep(0.2)
-        raise ControlPlaneError(f"{what} not ready after {timeout:.0f}s:\n{self.log_tail(what)}")
+        wait_for(what, ready, self.processes.get(what), self.log_tail, timeout)
+
+
+def install_crd(
+    api: Callable[..., Any], crd: dict[str, Any], wait: Callable[[str, Callable[[], bool]], None]
+) -> None:
+    """Creates (or replaces) one CRD through `api` and `wait`s until it is Established."""
+    name = crd["metadata"]["name"]
+    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    try:
+        api("POST", path, crd)
+    except RequestFailed as error:
+        if error.code != 409:
+            raise
+        current = api("GET", f"{path}/{name}")
+        replacement = {**crd, "metadata": {**crd["metadata"], **current["metadata"]}}
+        api("PUT", f"{path}/{name}", replacement)
+
+    def established() -> bool:
+        conditions = (api("GET", f"{path}/{name}").get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    wait(f"CRD {name}", established)
+
+
+def write_kubeconfig(path: Path, server: str, ca_file: Path, user: str, token: str) -> None:
+    """A kubeconfig for one static-token user of the cluster at `server`."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "aimd-test",
+                "cluster": {"server": server, "certificate-authority": str(ca_file)},
+            }
+        ],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "aimd-test", "context": {"cluster": "aimd-test", "user": user}}],
+        "current-context": "aimd-test",
+    }
+    path.write_text(json.dumps(config, indent=2))
+
+
+def api_request(
+    server: str, token: str, ca_file: Path, method: str, path: str, body: Any = None
+) -> Any:
+    """One request with a bearer token; raises RequestFailed when refused. PATCH is a merge
+    patch; a JSON answer is decoded, any other is returned as text."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"{server}{path}",
+        data=data,
+        method=method,
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": (
+                "application/merge-patch+json" if method == "PATCH" else "application/json"
+            ),
+        },
+    )
+    context = ssl.create_default_context(cafile=str(ca_file))
+    try:
+        response = urllib.request.urlopen(request, context=context, timeout=30)
+    except urllib.error.HTTPError as error:
+        text: Any = error.read().decode(errors="replace")
+        with contextlib.suppress(json.JSONDecodeError, AttributeError):
+            text = json.loads(text).get("message", text)
+        raise RequestFailed(error.code, str(text)) from None
+    with response:
+        payload = response.read()
+        if response.headers.get_content_type() != "application/json":
+            return payload.decode()
+        return json.loads(payload or b"null")
+
+
+def wait_for(
+    what: str,
+    ready: Callable[[], bool],
+    process: subprocess.Popen[bytes] | None,
+    log_tail: Callable[[str], str],
+    timeout: float = 90.0,
+) -> None:
+    """Polls `ready` until it holds; fails at once with the log's tail if `process` exits, and
+    with the same tail when the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ControlPlaneError(f"{what} exited with {process.returncode}:\n{log_tail(what)}")
+        if ready():
+            return
+        time.sleep(0.2)
+    raise ControlPlaneError(f"{what} not ready after {timeout:.0f}s:\n{log_tail(what)}")
 
 
 def remove_workdir(workdir: Path) -> None:

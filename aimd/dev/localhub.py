@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -258,9 +259,9 @@ class LocalHub:
 
 
 @contextlib.asynccontextmanager
-async def serve_hub(port: int = 0) -> AsyncIterator[LocalHub]:
-    """A :class:`LocalHub` on ``127.0.0.1:port`` (0: a free port) while the context lasts."""
-    port = port or free_port()
+async def serve_hub(port: int = 0, sock: socket.socket | None = None) -> AsyncIterator[LocalHub]:
+    """A :class:`LocalHub` on ``127.0.0.1:port`` (0: a free port) while the context lasts, or on
+    `sock`, a listening socket made elsewhere (inside the real node's network namespace, say)."""
     fake = LocalHub()
     app = web.Application()
     app.router.add_get("/api/models/{org}/{name}/revision/{rev}", fake.info)
@@ -270,8 +271,14 @@ async def serve_hub(port: int = 0) -> AsyncIterator[LocalHub]:
     app.router.add_get("/_/{org}/{name}/cdn/{rev}/{path:.+}", fake.cdn)
     runner = web.AppRunner(app, shutdown_timeout=0.5)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    fake.url = f"http://127.0.0.1:{port}"
+    if sock is None:
+        port = port or free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        fake.url = f"http://127.0.0.1:{port}"
+    else:
+        await web.SockSite(runner, sock).start()
+        host, bound = sock.getsockname()[:2]
+        fake.url = f"http://{host}:{bound}"
     try:
         yield fake
     finally:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the test control plane (etcd, kube-apiserver, kube-controller-manager) from the pinned
 # wrapper modules beside this script, into a cache directory keyed by those pins and the Go version.
-# A second run with the same pins finds the binaries there and builds nothing.
+# A second run with the same pins finds the binaries there and builds nothing; two runs at once
+# (CI, several worktrees) take turns on a lock instead of building the same directory twice.
 #
 # Prints the directory holding the three binaries on its last line of stdout.
 # Environment: AIMD_TESTENV_CACHE (default ~/.cache/aimd-testenv).
@@ -17,6 +18,13 @@ etcd_version=$(awk '$1 == "go.etcd.io/etcd/server/v3" {print $2}' "$here/etcd/go
 pins=$(cat "$here/kube/go.mod" "$here/kube/go.sum" "$here/etcd/go.mod" "$here/etcd/go.sum" | sha256sum | cut -c1-12)
 key="kube-${kube_version}_etcd-${etcd_version}_$(go env GOVERSION)_${pins}"
 out="$cache_root/$key"
+mkdir -p "$cache_root"
+
+exec 9>"$out.lock"
+if ! flock -n 9; then
+  echo "testenv: another build of $key is running; waiting for it" >&2
+  flock 9
+fi
 
 if [ -x "$out/etcd" ] && [ -x "$out/kube-apiserver" ] && [ -x "$out/kube-controller-manager" ]; then
   echo "testenv: reusing $out" >&2
@@ -24,6 +32,7 @@ if [ -x "$out/etcd" ] && [ -x "$out/kube-apiserver" ] && [ -x "$out/kube-control
   exit 0
 fi
 
+rm -rf "$out.partial"
 mkdir -p "$out.partial"
 start=$(date +%s)
 echo "testenv: building kube ${kube_version} and etcd ${etcd_version} into $out (cold builds take 10-25 minutes)" >&2

@@ -1,0 +1,174 @@
+"""Why a download or probe pod cannot start, from what the kubelet and the scheduler wrote (pure).
+
+A Job whose pod never starts is not failed by anyone: the Job controller waits, the pod stays
+Pending, and the model cache would say "Progressing" forever. The causes a user can fix show in
+the pod's status (and its PVC's): the kubelet's waiting reason for a container whose Secret or key
+is missing (CreateContainerConfigError) or whose image cannot be pulled (ErrImagePull,
+ImagePullBackOff), and the scheduler's PodScheduled condition when no volume can be bound.
+`pod_problem` turns those into a typed reason and a message that says what to do; the caller puts
+them on the model cache. The kubelet's and the scheduler's messages are matched as Kubernetes 1.35
+words them (the real-node tests capture them; the unit tests replay those captures).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Any, NamedTuple
+
+Object = dict[str, Any]
+
+
+class PodReason(enum.StrEnum):
+    """The reasons `pod_problem` gives; they belong in `aimd.api.reasons.Reason` once it is wired
+    into the model-cache reconciler (that module is the API's, this one only decides)."""
+
+    SECRET_NOT_FOUND = "SecretNotFound"
+    CONFIG_MAP_NOT_FOUND = "ConfigMapNotFound"
+    CONTAINER_CONFIG_INVALID = "ContainerConfigInvalid"
+    IMAGE_PULL_FAILED = "ImagePullFailed"
+    STORAGE_CLASS_NOT_FOUND = "StorageClassNotFound"
+    VOLUME_UNSCHEDULABLE = "VolumeUnschedulable"
+    POD_UNSCHEDULABLE = "PodUnschedulable"
+
+
+IMAGE_PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+_SECRET_MISSING = re.compile(r'^secret "(?P<name>[^"]+)" not found$')
+_SECRET_KEY_MISSING = re.compile(
+    r"^couldn't find key (?P<key>\S+) in Secret (?P<ns>[^/]+)/(?P<name>\S+)$"
+)
+_CONFIG_MAP_MISSING = re.compile(r'^configmap "(?P<name>[^"]+)" not found$')
+_CONFIG_MAP_KEY_MISSING = re.compile(
+    r"^couldn't find key (?P<key>\S+) in ConfigMap (?P<ns>[^/]+)/(?P<name>\S+)$"
+)
+
+
+class PodProblem(NamedTuple):
+    """A reason (CamelCase, stable) and a message a person can act on."""
+
+    reason: PodReason
+    message: str
+
+
+def pod_problem(
+    pod: Object, claim: Object | None = None, storage_class_exists: bool | None = None
+) -> PodProblem | None:
+    """What keeps `pod` from running, or None when nothing a user must fix does.
+
+    `claim` is the PVC the pod mounts (download pods have one), and `storage_class_exists` whether
+    the StorageClass that claim names exists (None: not known, so not judged).
+    """
+    status = pod.get("status") or {}
+    if status.get("phase") not in (None, "Pending"):
+        return None
+    namespace = (pod.get("metadata") or {}).get("namespace", "")
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        message = str(waiting.get("message") or "")
+        if reason == "CreateContainerConfigError":
+            return _config_problem(pod, namespace, message)
+        if reason in IMAGE_PULL_REASONS:
+            image = container.get("image") or _spec_image(pod, container.get("name"))
+            return PodProblem(
+                PodReason.IMAGE_PULL_FAILED,
+                f'the download image "{image}" cannot be pulled ({reason}: {message}): set '
+                "spec.downloadImage to an image this cluster can pull, and "
+                "spec.imagePullSecrets if its registry needs credentials",
+            )
+    scheduled = _condition(status, "PodScheduled")
+    if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+        return _scheduling_problem(str(scheduled.get("message") or ""), claim, storage_class_exists)
+    return None
+
+
+def _config_problem(pod: Object, namespace: str, message: str) -> PodProblem:
+    if match := _SECRET_MISSING.match(message):
+        name = match["name"]
+        keys = _referenced_keys(pod, "secretKeyRef", name)
+        return PodProblem(
+            PodReason.SECRET_NOT_FOUND,
+            f'Secret "{name}"{_keys_phrase(keys)} does not exist in namespace "{namespace}": '
+            "create it, or change the env of the AIMModelCache that refers to it",
+        )
+    if match := _SECRET_KEY_MISSING.match(message):
+        return PodProblem(
+            PodReason.SECRET_NOT_FOUND,
+            f'Secret "{match["name"]}" in namespace "{match["ns"]}" has no key "{match["key"]}": '
+            "add that key, or change the env of the AIMModelCache that refers to it",
+        )
+    if match := _CONFIG_MAP_MISSING.match(message):
+        name = match["name"]
+        keys = _referenced_keys(pod, "configMapKeyRef", name)
+        return PodProblem(
+            PodReason.CONFIG_MAP_NOT_FOUND,
+            f'ConfigMap "{name}"{_keys_phrase(keys)} does not exist in namespace "{namespace}": '
+            "create it, or change the env of the AIMModelCache that refers to it",
+        )
+    if match := _CONFIG_MAP_KEY_MISSING.match(message):
+        return PodProblem(
+            PodReason.CONFIG_MAP_NOT_FOUND,
+            f'ConfigMap "{match["name"]}" in namespace "{match["ns"]}" has no key '
+            f'"{match["key"]}": add that key, or change the env of the AIMModelCache',
+        )
+    return PodProblem(
+        PodReason.CONTAINER_CONFIG_INVALID,
+        f"the kubelet cannot create the download container: {message}",
+    )
+
+
+def _scheduling_problem(
+    message: str, claim: Object | None, storage_class_exists: bool | None
+) -> PodProblem:
+    if claim is None or (claim.get("status") or {}).get("phase") == "Bound":
+        return PodProblem(
+            PodReason.POD_UNSCHEDULABLE, f"the download pod cannot be scheduled: {message}"
+        )
+    spec = claim.get("spec") or {}
+    name = (claim.get("metadata") or {}).get("name", "")
+    storage_class = spec.get("storageClassName")
+    if storage_class and storage_class_exists is False:
+        return PodProblem(
+            PodReason.STORAGE_CLASS_NOT_FOUND,
+            f'StorageClass "{storage_class}" of volume {name} does not exist: create it, or set '
+            "spec.storageClassName of the AIMModelCache (or its AIMTemplateCache) to one that "
+            "does (kubectl get storageclass)",
+        )
+    wanted = ", ".join(spec.get("accessModes") or [])
+    size = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "")
+    where = f'StorageClass "{storage_class}"' if storage_class else "no StorageClass"
+    return PodProblem(
+        PodReason.VOLUME_UNSCHEDULABLE,
+        f"no PersistentVolume can satisfy volume {name} ({wanted}, {size}, {where}): add one "
+        "with that access mode and size, or use a StorageClass whose provisioner makes them "
+        f"(the scheduler says: {message})",
+    )
+
+
+def _condition(status: Object, type_: str) -> Object:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), {})
+
+
+def _spec_image(pod: Object, container: str | None) -> str:
+    for spec in (pod.get("spec") or {}).get("containers") or []:
+        if spec.get("name") == container:
+            return str(spec.get("image") or "")
+    return ""
+
+
+def _referenced_keys(pod: Object, ref: str, name: str) -> list[str]:
+    """The keys of Secret (or ConfigMap) `name` that the pod's env asks for."""
+    keys = []
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for var in container.get("env") or []:
+            selector = (var.get("valueFrom") or {}).get(ref) or {}
+            if selector.get("name") == name and selector.get("key") not in keys:
+                keys.append(str(selector.get("key")))
+    return keys
+
+
+def _keys_phrase(keys: list[str]) -> str:
+    if not keys:
+        return ""
+    quoted = ", ".join(f'"{key}"' for key in keys)
+    return f" (key {quoted})" if len(keys) == 1 else f" (keys {quoted})"
