@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, fields
 from aimd import logs
 
 ENV_PREFIX = "AIMD_"
+VOLUME_ACCESS_MODES = ("ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod", "ReadOnlyMany")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # The public Hugging Face Hub and AWS: where a model cache may send its credentials unless an
 # admin allows more (docs/security.md).
@@ -65,6 +66,7 @@ class Settings:
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     image: str | None = None  # this controller's own image: the default for download Jobs
     max_concurrent_downloads: int = 0  # controller-wide cap on running downloads; 0: no cap
+    volume_access_mode: str = "ReadWriteMany"  # of every model cache's PVC
     allowed_download_images: tuple[str, ...] = ()  # besides ``image``, always allowed
     allowed_endpoints: tuple[str, ...] = DEFAULT_ALLOWED_ENDPOINTS
     require_secret_consent: bool = False
@@ -107,6 +109,11 @@ class Settings:
             )
         if self.workers < 1:
             raise ValueError("--workers must be at least 1")
+        if self.volume_access_mode not in VOLUME_ACCESS_MODES:
+            raise ValueError(
+                f"--volume-access-mode must be one of {', '.join(VOLUME_ACCESS_MODES)}, "
+                f"not {self.volume_access_mode!r}"
+            )
         if self.max_concurrent_downloads < 0:
             raise ValueError("--max-concurrent-downloads must be 0 (no cap) or more")
         if self.kube_api_qps > 0 and self.kube_api_burst < 1:
@@ -248,6 +255,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="watch only these namespaces, comma-separated (default: every namespace)",
     )
     add("--image", help="this controller's image, run by download Jobs (env AIMD_IMAGE)")
+    add(
+        "--volume-access-mode",
+        help="access mode of every model cache's volume (default ReadWriteMany, which shares one "
+        "volume across nodes; ReadWriteOnce where the storage offers no more, e.g. one node)",
+    )
     add(
         "--max-concurrent-downloads",
         type=int,

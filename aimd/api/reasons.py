@@ -50,7 +50,14 @@ class Reason(enum.StrEnum):
     DOWNLOAD_FAILED = "DownloadFailed"
     CREATE_REFUSED = "CreateRefused"
     NOT_ALLOWED = "NotAllowed"
+    # a download or probe pod that cannot start (aimd.caching.pods)
     SECRET_NOT_FOUND = "SecretNotFound"
+    CONFIG_MAP_NOT_FOUND = "ConfigMapNotFound"
+    CONTAINER_CONFIG_INVALID = "ContainerConfigInvalid"
+    IMAGE_PULL_FAILED = "ImagePullFailed"
+    STORAGE_CLASS_NOT_FOUND = "StorageClassNotFound"
+    VOLUME_UNSCHEDULABLE = "VolumeUnschedulable"
+    POD_UNSCHEDULABLE = "PodUnschedulable"
     WAITING_FOR_DOWNLOAD_SLOT = "WaitingForDownloadSlot"
 
     # -- the download Job's own failures (aimd.download.reasons.Reason) ---------------------------

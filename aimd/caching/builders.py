@@ -97,9 +97,11 @@ def template_cache(namespace: str, template: Template, scope: str, service: str)
     }
 
 
-def persistent_volume_claim(mc: ModelCache, name: str, size_bytes: int) -> Object:
+def persistent_volume_claim(
+    mc: ModelCache, name: str, size_bytes: int, access_mode: str = DEFAULT_ACCESS_MODE
+) -> Object:
     spec: Object = {
-        "accessModes": [DEFAULT_ACCESS_MODE],
+        "accessModes": [access_mode],
         "resources": {"requests": {"storage": pvc_size(size_bytes)}},
     }
     storage_class = mc["spec"].get("storageClassName")
@@ -158,6 +160,7 @@ class Downloads:
     # No Secret mounted; the download reads those its namespace consents to
     # (--require-secret-consent, see aimd.caching.credentials).
     require_secret_consent: bool = False
+    access_mode: str = "ReadWriteMany"  # of every model cache's volume (--volume-access-mode)
 
 
 def _job(

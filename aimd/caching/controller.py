@@ -62,7 +62,10 @@ def install(manager: Manager, image: str, retries: RetryPolicy | None = None) ->
     template_caches = controller("templatecache", TemplateCacheReconciler(manager, state).reconcile)
     settings = manager.settings
     downloads = builders.Downloads(
-        image, settings.log_format, require_secret_consent=settings.require_secret_consent
+        image,
+        settings.log_format,
+        require_secret_consent=settings.require_secret_consent,
+        access_mode=settings.volume_access_mode,
     )
     model_caches = ModelCacheReconciler(
         manager,

@@ -18,7 +18,7 @@ status and is retried on a bounded backoff, without holding up the others (E6).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -28,7 +28,17 @@ from aimd.api.quantity import display_size, parse_bytes, pvc_size
 from aimd.api.reasons import Reason
 from aimd.api.sources import source_key
 from aimd.api.types import ModelCache, Object
-from aimd.caching import builders, credentials, governor, metrics, names, policy, rules, writes
+from aimd.caching import (
+    builders,
+    credentials,
+    governor,
+    metrics,
+    names,
+    pods,
+    policy,
+    rules,
+    writes,
+)
 from aimd.caching.reconciler import Key, Reconciler
 from aimd.caching.state import State
 from aimd.caching.templates import model_sources
@@ -114,8 +124,15 @@ class Observed:
     # download slot (the governor, --max-concurrent-downloads).
     slot: Callable[[], int] = lambda: 0
     consent_bound: bool = False  # the binding to the consent Role exists (when one is needed)
+    # Why a Job's pod cannot start (a missing Secret, an image nobody can pull, a volume nothing
+    # binds), by Job name: only a real node shows these, and nothing ever fails such a Job.
+    pod_problems: Mapping[str, pods.PodProblem] = field(default_factory=dict)
     # What the admin's configuration does not allow in this MC's spec (S1), each naming its field.
     not_allowed: tuple[str, ...] = ()
+
+
+def _mounts_a_volume(pod: Object) -> bool:
+    return any("persistentVolumeClaim" in v for v in (pod.get("spec") or {}).get("volumes") or ())
 
 
 def known_size(mc: ModelCache) -> int | None:
@@ -329,7 +346,10 @@ def decide(
     d.plan.status["persistentVolumeClaim"] = claim
     if pvc is None:
         d.plan.creates.append(
-            (resources.PERSISTENT_VOLUME_CLAIMS, builders.persistent_volume_claim(mc, claim, size))
+            (
+                resources.PERSISTENT_VOLUME_CLAIMS,
+                builders.persistent_volume_claim(mc, claim, size, downloads.access_mode),
+            )
         )
         if lost:
             # B8: never report Available for a volume that is gone.
@@ -379,7 +399,9 @@ def decide(
         return d.plan
     d.plan.deletes = jobs_to_remove(seen.jobs, job_name)
     outcome = job_outcome(job)
-    if outcome is None:
+    if outcome is None and job_name in seen.pod_problems:
+        _cannot_start(d, job_name, seen.pod_problems[job_name])
+    elif outcome is None:
         d.plan.status["job"] = job_name
         d.set(PROGRESSING, False, Reason.DOWNLOADING, f"downloading {d.uri} into {claim}")
     elif outcome == "Complete" and bound:
@@ -439,7 +461,10 @@ def _volume_too_small(
         return False  # the attempt on this volume goes on, or the next one is not due yet
     bigger = names.pvc_name(d.mc["metadata"]["name"], d.mc["metadata"]["uid"], replaces=claim)
     d.plan.creates.append(
-        (resources.PERSISTENT_VOLUME_CLAIMS, builders.persistent_volume_claim(d.mc, bigger, size))
+        (
+            resources.PERSISTENT_VOLUME_CLAIMS,
+            builders.persistent_volume_claim(d.mc, bigger, size, d.downloads.access_mode),
+        )
     )
     d.plan.retired_volumes.append(pvc)
     d.plan.status["persistentVolumeClaim"] = bigger
@@ -451,6 +476,18 @@ def _volume_too_small(
         "the model downloads again onto it",
     )
     return True
+
+
+def _cannot_start(d: _Decision, job_name: str, problem: pods.PodProblem) -> None:
+    """A Job whose pod cannot start (E6): said with the cause's reason. What the kubelet retries
+    by itself once it is fixed (a Secret created, a volume bound) waits, Pending; an image that
+    cannot be pulled fails the attempt, since a Job's pod template cannot change: the next
+    attempt (after the backoff, or at once when spec.downloadImage changes) gets a new Job."""
+    d.plan.status["job"] = job_name
+    if problem.reason == Reason.IMAGE_PULL_FAILED:
+        d.fail(problem.reason, problem.message)
+    else:
+        d.set(PENDING, False, problem.reason, problem.message)
 
 
 def _probe(d: _Decision, seen: Observed) -> None:
@@ -467,7 +504,9 @@ def _probe(d: _Decision, seen: Observed) -> None:
     d.plan.deletes = jobs_to_remove(seen.jobs, job_name)
     outcome = job_outcome(job)
     probe = d.status.get("probe", {})
-    if outcome is None:
+    if outcome is None and job_name in seen.pod_problems:
+        _cannot_start(d, job_name, seen.pod_problems[job_name])
+    elif outcome is None:
         d.plan.status["job"] = job_name
         d.set(PENDING, False, Reason.PROBING_SIZE, f"learning the size of {d.uri}")
     else:
@@ -601,9 +640,11 @@ class ModelCacheReconciler(Reconciler):
             name, mc["metadata"]["uid"]
         )
         pvc = s.owned(s.pvcs, mc, claim)
+        jobs = s.jobs_of(mc)
         return Observed(
             pvc=pvc,
-            jobs=s.jobs_of(mc),
+            jobs=jobs,
+            pod_problems=self._pod_problems(jobs, pvc),
             downloader_ready=(
                 s.owned(s.service_accounts, mc, downloader) is not None,
                 s.owned(s.roles, mc, downloader) is not None,
@@ -622,6 +663,21 @@ class ModelCacheReconciler(Reconciler):
                 )
             ),
         )
+
+    def _pod_problems(
+        self, jobs: Mapping[str, Object], pvc: Object | None
+    ) -> dict[str, pods.PodProblem]:
+        """Why the newest pod of each unfinished Job cannot start, where it cannot."""
+        found = {}
+        for name, job in jobs.items():
+            made = self.state.pods_of(job) if job_outcome(job) is None else []
+            if not made:
+                continue
+            claim = pvc if _mounts_a_volume(made[-1]) else None
+            problem = pods.pod_problem(made[-1], claim, self.state.storage_class_exists(claim))
+            if problem is not None:
+                found[name] = problem
+        return found
 
     async def _drive(self, mc: ModelCache) -> float | None:
         seen = self._observe(mc)

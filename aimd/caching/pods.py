@@ -12,24 +12,12 @@ words them (the real-node tests capture them; the unit tests replay those captur
 
 from __future__ import annotations
 
-import enum
 import re
 from typing import Any, NamedTuple
 
+from aimd.api.reasons import Reason
+
 Object = dict[str, Any]
-
-
-class PodReason(enum.StrEnum):
-    """The reasons `pod_problem` gives; they belong in `aimd.api.reasons.Reason` once it is wired
-    into the model-cache reconciler (that module is the API's, this one only decides)."""
-
-    SECRET_NOT_FOUND = "SecretNotFound"
-    CONFIG_MAP_NOT_FOUND = "ConfigMapNotFound"
-    CONTAINER_CONFIG_INVALID = "ContainerConfigInvalid"
-    IMAGE_PULL_FAILED = "ImagePullFailed"
-    STORAGE_CLASS_NOT_FOUND = "StorageClassNotFound"
-    VOLUME_UNSCHEDULABLE = "VolumeUnschedulable"
-    POD_UNSCHEDULABLE = "PodUnschedulable"
 
 
 IMAGE_PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
@@ -46,7 +34,7 @@ _CONFIG_MAP_KEY_MISSING = re.compile(
 class PodProblem(NamedTuple):
     """A reason (CamelCase, stable) and a message a person can act on."""
 
-    reason: PodReason
+    reason: Reason
     message: str
 
 
@@ -71,7 +59,7 @@ def pod_problem(
         if reason in IMAGE_PULL_REASONS:
             image = container.get("image") or _spec_image(pod, container.get("name"))
             return PodProblem(
-                PodReason.IMAGE_PULL_FAILED,
+                Reason.IMAGE_PULL_FAILED,
                 f'the download image "{image}" cannot be pulled ({reason}: {message}): set '
                 "spec.downloadImage to an image this cluster can pull, and "
                 "spec.imagePullSecrets if its registry needs credentials",
@@ -87,13 +75,13 @@ def _config_problem(pod: Object, namespace: str, message: str) -> PodProblem:
         name = match["name"]
         keys = _referenced_keys(pod, "secretKeyRef", name)
         return PodProblem(
-            PodReason.SECRET_NOT_FOUND,
+            Reason.SECRET_NOT_FOUND,
             f'Secret "{name}"{_keys_phrase(keys)} does not exist in namespace "{namespace}": '
             "create it, or change the env of the AIMModelCache that refers to it",
         )
     if match := _SECRET_KEY_MISSING.match(message):
         return PodProblem(
-            PodReason.SECRET_NOT_FOUND,
+            Reason.SECRET_NOT_FOUND,
             f'Secret "{match["name"]}" in namespace "{match["ns"]}" has no key "{match["key"]}": '
             "add that key, or change the env of the AIMModelCache that refers to it",
         )
@@ -101,18 +89,18 @@ def _config_problem(pod: Object, namespace: str, message: str) -> PodProblem:
         name = match["name"]
         keys = _referenced_keys(pod, "configMapKeyRef", name)
         return PodProblem(
-            PodReason.CONFIG_MAP_NOT_FOUND,
+            Reason.CONFIG_MAP_NOT_FOUND,
             f'ConfigMap "{name}"{_keys_phrase(keys)} does not exist in namespace "{namespace}": '
             "create it, or change the env of the AIMModelCache that refers to it",
         )
     if match := _CONFIG_MAP_KEY_MISSING.match(message):
         return PodProblem(
-            PodReason.CONFIG_MAP_NOT_FOUND,
+            Reason.CONFIG_MAP_NOT_FOUND,
             f'ConfigMap "{match["name"]}" in namespace "{match["ns"]}" has no key '
             f'"{match["key"]}": add that key, or change the env of the AIMModelCache',
         )
     return PodProblem(
-        PodReason.CONTAINER_CONFIG_INVALID,
+        Reason.CONTAINER_CONFIG_INVALID,
         f"the kubelet cannot create the download container: {message}",
     )
 
@@ -122,14 +110,14 @@ def _scheduling_problem(
 ) -> PodProblem:
     if claim is None or (claim.get("status") or {}).get("phase") == "Bound":
         return PodProblem(
-            PodReason.POD_UNSCHEDULABLE, f"the download pod cannot be scheduled: {message}"
+            Reason.POD_UNSCHEDULABLE, f"the download pod cannot be scheduled: {message}"
         )
     spec = claim.get("spec") or {}
     name = (claim.get("metadata") or {}).get("name", "")
     storage_class = spec.get("storageClassName")
     if storage_class and storage_class_exists is False:
         return PodProblem(
-            PodReason.STORAGE_CLASS_NOT_FOUND,
+            Reason.STORAGE_CLASS_NOT_FOUND,
             f'StorageClass "{storage_class}" of volume {name} does not exist: create it, or set '
             "spec.storageClassName of the AIMModelCache (or its AIMTemplateCache) to one that "
             "does (kubectl get storageclass)",
@@ -138,9 +126,10 @@ def _scheduling_problem(
     size = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "")
     where = f'StorageClass "{storage_class}"' if storage_class else "no StorageClass"
     return PodProblem(
-        PodReason.VOLUME_UNSCHEDULABLE,
+        Reason.VOLUME_UNSCHEDULABLE,
         f"no PersistentVolume can satisfy volume {name} ({wanted}, {size}, {where}): add one "
-        "with that access mode and size, or use a StorageClass whose provisioner makes them "
+        "with that access mode and size, use a StorageClass whose provisioner makes them, or "
+        "run aimd with --volume-access-mode set to a mode this storage offers "
         f"(the scheduler says: {message})",
     )
 

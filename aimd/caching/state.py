@@ -135,6 +135,9 @@ class State:
             labelled(resources.PERSISTENT_VOLUME_CLAIMS, kinds.LABEL_MODEL_CACHE)
         )
         self.jobs: Store[Object] = Store(labelled(resources.JOBS, kinds.LABEL_MODEL_CACHE))
+        # The Jobs' pods carry the label too (the Job's template has it): one that cannot start
+        # is reported on its model cache (aimd.caching.pods).
+        self.pods: Store[Object] = Store(labelled(resources.PODS, kinds.LABEL_MODEL_CACHE))
         self.service_accounts: Store[Object] = Store(
             labelled(resources.SERVICE_ACCOUNTS, kinds.LABEL_MODEL_CACHE)
         )
@@ -173,8 +176,15 @@ class State:
 
     @property
     def children(self) -> list[Store[Object]]:
-        """The stores of what a model cache owns."""
-        return [self.pvcs, self.jobs, self.service_accounts, self.roles, self.role_bindings]
+        """The stores of what a model cache owns (pods through its Jobs)."""
+        return [
+            self.pvcs,
+            self.jobs,
+            self.pods,
+            self.service_accounts,
+            self.roles,
+            self.role_bindings,
+        ]
 
     @property
     def workloads(self) -> list[Store[Object]]:
@@ -266,6 +276,15 @@ class State:
 
     def jobs_of(self, mc: ModelCache) -> dict[str, Object]:
         return {job["metadata"]["name"]: job for job in self.jobs.by(OWNER, mc["metadata"]["uid"])}
+
+    def pods_of(self, job: ObjectLike) -> list[Object]:
+        """The pods a Job made, newest last."""
+        return oldest_first(self.pods.by(OWNER, job["metadata"]["uid"]))
+
+    def storage_class_exists(self, claim: ObjectLike | None) -> bool | None:
+        """Whether the StorageClass a PVC names exists (None: it names none)."""
+        name = ((claim or {}).get("spec") or {}).get("storageClassName")
+        return None if not name else self.storage_classes.get(name) is not None
 
     def owned(self, store: Store[Object], mc: ModelCache, name: str) -> Object | None:
         """The child ``name`` if it exists and belongs to this MC (not to a namesake's past)."""

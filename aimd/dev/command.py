@@ -132,6 +132,21 @@ async def show_progress(client: KubeClient, exit_when_ready: bool, give_up_after
         await asyncio.sleep(1.0)
 
 
+def sample_endpoints(samples: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The endpoints (HF_ENDPOINT, AWS_ENDPOINT_URL*) the samples' env sets, each once."""
+    found: dict[str, None] = {}
+    for sample in samples:
+        spec = sample.get("spec", {})
+        for source in [spec, *spec.get("modelSources", [])]:
+            for var in source.get("env") or []:
+                name = var.get("name", "")
+                if (name == "HF_ENDPOINT" or name.startswith("AWS_ENDPOINT_URL")) and var.get(
+                    "value"
+                ):
+                    found[var["value"]] = None
+    return tuple(found)
+
+
 def for_real_node(samples: list[dict[str, Any]], hub_url: str, image: str) -> list[dict[str, Any]]:
     """The samples as the real node can run them: templates served by the image's `serve-cache`
     (their own images cannot be pulled here, and the node has no GPUs), and every hf:// source
@@ -187,6 +202,9 @@ async def dev(args: argparse.Namespace, plane: ControlPlane | RealNode) -> int:
             kubeconfig=str(plane.kubeconfig),
             metrics_bind_address=f"127.0.0.1:{args.metrics_port}",
             metrics_secure=False,  # a local demo: plain HTTP on loopback
+            # The demo is its own admin: it allows the endpoints its samples name (the local hub,
+            # a MinIO for the s3:// sample) besides the public ones.
+            allowed_endpoints=(*Settings().allowed_endpoints, *sample_endpoints(samples)),
             health_probe_bind_address=f"127.0.0.1:{free_port()}",
             image=plane.image if isinstance(plane, RealNode) else "aimd",
         )

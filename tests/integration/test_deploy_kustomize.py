@@ -318,7 +318,7 @@ def namespaced_rules(*wheres: str) -> list[Case]:
         *[case for group, plural in PATCHED
           for case in cases("list watch create patch", group, plural, *wheres)],
         *[case for group, plural in DELETED for case in cases("delete", group, plural, *wheres)],
-        *cases("get list watch", "", "pods", *wheres),
+        *cases("list watch", "", "pods", *wheres),
         *cases("create patch", "events.k8s.io", "events", *wheres),
         *cases("bind", RBAC, "roles", *wheres, name=CONSENT_ROLE),
     ]  # fmt: skip

@@ -59,12 +59,6 @@ NOT_REQUESTS: dict[tuple[str, str, str], str] = {
         "aimd-download-credentials (Secrets by consent; tests/integration/"
         "test_security_credentials.py creates one as aimd); never a request of its own"
     ),
-    **{
-        ("", "pods", verb): (
-            "the pod informer the lead adds (issue 10) to report download pods that never start"
-        )
-        for verb in ("get", "list", "watch")
-    },
 }
 
 

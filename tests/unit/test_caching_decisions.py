@@ -6,9 +6,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aimd.api.meta import rfc3339 as timestamp
+from aimd.api.reasons import Reason
 from aimd.api.types import ModelCache, Service, Template, TemplateCache, view
 from aimd.caching import builders, names
 from aimd.caching.model_cache import Observed, RetryPolicy, decide, jobs_to_remove, refused
+from aimd.caching.pods import PodProblem
 from aimd.caching.rules import worst
 from aimd.caching.service import desired_status as service_status
 from aimd.caching.service import mounts_of, reusable_template_cache
@@ -490,3 +492,31 @@ def test_what_the_admin_does_not_allow_is_refused_before_anything_is_made() -> N
     assert ready["reason"] == "NotAllowed"
     assert "spec.downloadImage" in ready["message"]
     assert plan.failed_reason is None, "not a failed download: no retry backoff, no failure count"
+
+
+def test_a_pod_that_cannot_start_is_said_with_its_cause() -> None:
+    """E6: a missing Secret waits (the kubelet starts the same pod once it exists)."""
+    problem = PodProblem(Reason.SECRET_NOT_FOUND, 'Secret "hf-token" does not exist')
+    seen = Observed(pvc(), {JOB0: job(JOB0, None)}, READY, pod_problems={JOB0: problem})
+    plan = decide(mc(), seen, JOBS, NOW, POLICY)
+    assert plan.status["status"] == "Pending"
+    ready = plan.status["conditions"][-1]
+    assert (ready["reason"], ready["message"]) == ("SecretNotFound", problem.message)
+    assert plan.creates == []
+
+
+def test_an_image_that_cannot_be_pulled_fails_the_attempt() -> None:
+    """A Job's pod template cannot change: the next attempt, with a fixed image, is a new Job."""
+    problem = PodProblem(Reason.IMAGE_PULL_FAILED, "the download image cannot be pulled")
+    seen = Observed(pvc(), {JOB0: job(JOB0, None)}, READY, pod_problems={JOB0: problem})
+    plan = decide(mc(), seen, JOBS, NOW, POLICY)
+    assert plan.status["status"] == "Failed"
+    assert plan.status["conditions"][-1]["reason"] == "ImagePullFailed"
+    assert plan.failed_reason == "ImagePullFailed"
+    fixed = mc(status="Failed", failures=1, job=JOB0, observedGeneration=1)
+    fixed["metadata"]["generation"] = 2
+    retried = decide(fixed, Observed(pvc(), {JOB0: job(JOB0, None)}, READY), JOBS, NOW, POLICY)
+    assert [b["metadata"]["name"] for _, b in retried.creates] == [
+        names.download_job_name("mc", "abcde-123", 1)
+    ]
+    assert [j["metadata"]["name"] for j in retried.deletes] == [JOB0], "the stuck Job goes"

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from aimd.caching.pods import PodProblem, PodReason, pod_problem
+from aimd.api.reasons import Reason
+from aimd.caching.pods import PodProblem, pod_problem
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pods"
 Object = dict[str, Any]
@@ -114,7 +115,7 @@ def test_any_other_container_config_error_passes_the_kubelets_words_on() -> None
     words = "container has runAsNonRoot and image will run as root"
     found = pod_problem(_with_waiting(pod, "CreateContainerConfigError", words))
     assert found == PodProblem(
-        PodReason.CONTAINER_CONFIG_INVALID,
+        Reason.CONTAINER_CONFIG_INVALID,
         f"the kubelet cannot create the download container: {words}",
     )
 

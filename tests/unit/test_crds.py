@@ -1,4 +1,5 @@
-"""The CRD manifests are generated from aimd.crds and must not drift; samples match the kinds."""
+"""The CRDs aimd.api.crds defines (tools/generate writes them out): every kind with its status
+subresource, categories and short name; samples match the kinds."""
 
 from __future__ import annotations
 
@@ -10,12 +11,6 @@ import yaml
 from aimd.api import crds, kinds
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def test_checked_in_crds_match_the_generator() -> None:
-    generated = {crds.file_name(c): crds.render(c) for c in crds.all_crds()}
-    on_disk = {p.name: p.read_text() for p in (REPO / "manifests" / "crds").glob("*.yaml")}
-    assert on_disk == generated, "run `aimd crds --write manifests/crds` and commit the result"
 
 
 def test_every_kind_has_status_subresource_categories_and_short_name() -> None:

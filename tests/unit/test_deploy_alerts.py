@@ -2,7 +2,7 @@
 says how bad it is, what happened and where its runbook is, uses only metrics aimd exports, and
 has promtool unit tests that see it fire and stay quiet.
 
-`python -m tests.unit.test_deploy_alerts --write` regenerates prometheusrule.yaml from rules.yaml.
+tools/generate writes prometheusrule.yaml from rules.yaml (tests/unit/test_generate.py checks it).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,7 +21,6 @@ from tests.unit.test_deploy_metrics import KNOWN_METRICS, metric_names, unknown_
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "manifests" / "prometheus" / "rules.yaml"
-PROMETHEUS_RULE = REPO / "manifests" / "prometheus" / "prometheusrule.yaml"
 RUNBOOKS = REPO / "docs" / "runbooks.md"
 PROMTOOL_TESTS = sorted((REPO / "tests" / "promtool").glob("*_test.yaml"))
 RUNBOOK_BASE_URL = "https://github.com/eai-amd/aimd/blob/main/docs/runbooks.md"
@@ -47,38 +45,6 @@ def alert_rules() -> list[dict[str, Any]]:
     return [rule for group in load(RULES)["groups"] for rule in group["rules"] if "alert" in rule]
 
 
-def prometheus_rule(groups: list[dict[str, Any]]) -> dict[str, Any]:
-    """The PrometheusRule custom resource holding `groups`."""
-    return {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "PrometheusRule",
-        "metadata": {
-            "name": "aimd",
-            "namespace": "aimd-system",
-            "labels": {"app.kubernetes.io/name": "aimd"},
-        },
-        "spec": {"groups": groups},
-    }
-
-
-def render_prometheus_rule() -> str:
-    def block_for_multiline(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-        style = "|" if "\n" in value else None
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-    class Dumper(yaml.SafeDumper):
-        pass
-
-    Dumper.add_representer(str, block_for_multiline)
-    body = yaml.dump(
-        prometheus_rule(load(RULES)["groups"]), Dumper=Dumper, sort_keys=False, width=100
-    )
-    return (
-        "# Generated from rules.yaml by `python -m tests.unit.test_deploy_alerts --write`;"
-        " edit rules.yaml.\n" + body
-    )
-
-
 def runbook_anchors() -> set[str]:
     """GitHub's anchors for the headings of docs/runbooks.md."""
     anchors = set()
@@ -87,12 +53,6 @@ def runbook_anchors() -> set[str]:
             slug = re.sub(r"[^\w\- ]", "", match.group(1).strip().lower()).replace(" ", "-")
             anchors.add(slug)
     return anchors
-
-
-def test_prometheus_rule_holds_the_groups_of_the_rules_file() -> None:
-    assert load(PROMETHEUS_RULE) == prometheus_rule(load(RULES)["groups"]), (
-        "prometheusrule.yaml is out of date: python -m tests.unit.test_deploy_alerts --write"
-    )
 
 
 def test_the_alerts_of_issue_6_are_all_there_once() -> None:
@@ -161,9 +121,3 @@ def test_promtool_unit_tests_pass() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] != ["--write"]:
-        sys.exit("usage: python -m tests.unit.test_deploy_alerts --write")
-    PROMETHEUS_RULE.write_text(render_prometheus_rule())

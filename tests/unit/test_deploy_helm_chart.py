@@ -4,12 +4,10 @@ tests/integration/test_deploy_helm.py, which needs the helm binary."""
 
 from __future__ import annotations
 
-import filecmp
 import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from tests.unit.test_deploy_alerts import RUNBOOK_BASE_URL
@@ -17,19 +15,6 @@ from tests.unit.test_deploy_kustomize import one, render
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "aimd"
-# chart file or folder → the source it is a copy of
-COPIES = {
-    "crds": "manifests/crds",
-    "files/rules.yaml": "manifests/prometheus/rules.yaml",
-    "files/rbac/cluster_role.yaml": "manifests/rbac/cluster_role.yaml",
-    "files/rbac/cluster_role_cluster.yaml": "manifests/rbac/cluster_role_cluster.yaml",
-    "files/rbac/metrics_auth_role.yaml": "manifests/rbac/metrics_auth_role.yaml",
-    "files/rbac/metrics_reader_role.yaml": "manifests/rbac/metrics_reader_role.yaml",
-    "files/policy/validating_admission_policy.yaml": (
-        "manifests/policy/validating_admission_policy.yaml"
-    ),
-    "files/dashboards": "dashboards",
-}
 
 
 def values() -> dict[str, Any]:
@@ -40,20 +25,6 @@ def values() -> dict[str, Any]:
 def chart() -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load((CHART / "Chart.yaml").read_text())
     return loaded
-
-
-@pytest.mark.parametrize(("copy", "source"), COPIES.items())
-def test_copied_files_are_current(copy: str, source: str) -> None:
-    copied, original = CHART / copy, REPO / source
-    if original.is_dir():
-        comparison = filecmp.dircmp(copied, original)
-        assert comparison.left_only == comparison.right_only == [], f"cp {source}/* {copy}/"
-        (_, mismatch, errors) = filecmp.cmpfiles(
-            copied, original, comparison.common_files, shallow=False
-        )
-        assert mismatch == errors == [], f"cp {source}/* charts/aimd/{copy}/"
-    else:
-        assert filecmp.cmp(copied, original, shallow=False), f"cp {source} charts/aimd/{copy}"
 
 
 def test_chart_metadata() -> None:

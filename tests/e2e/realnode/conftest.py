@@ -27,6 +27,7 @@ from types import FrameType
 import pytest
 import yaml
 
+from aimd.caching.policy import ANNOTATION_ALLOWED_ENDPOINTS
 from aimd.dev import netns
 from aimd.dev.localhub import LocalHub, serve_hub
 from aimd.dev.node import NodeBusy, RealNode, missing_means, running_node
@@ -152,17 +153,23 @@ def aimd_installed(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture
-def node_namespace(real_node: RealNode, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace named after the test; deleted afterwards without waiting."""
+def node_namespace(
+    real_node: RealNode, node_hub: LocalHub, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A fresh namespace named after the test; deleted afterwards without waiting. Its admin
+    allows the local hub and S3 server as download endpoints (docs/security.md), as one would
+    for a self-hosted mirror."""
     import re
     import secrets
 
     stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")
     name = f"{stem}-{secrets.token_hex(3)}"
+    endpoints = f"{node_hub.url},http://{real_node.node_ip}:{S3_PORT}"
+    metadata = {"name": name, "annotations": {ANNOTATION_ALLOWED_ENDPOINTS: endpoints}}
     real_node.api(
         "POST",
         "/api/v1/namespaces",
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata},
     )
     yield name
     with contextlib.suppress(Exception):

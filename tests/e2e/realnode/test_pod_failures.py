@@ -4,8 +4,7 @@ Each case is reproduced on the node and its objects (pod status, PVC status, Eve
 to tests/.artifacts/realnode-captures/; trimmed copies are the fixtures of the unit tests of
 `aimd.caching.pods`. The tests named `test_..._reaches_status` check what a user sees on the
 AIMModelCache (a typed reason, a message that says what to do, recovery once the cause is gone);
-they wait for the lead's wiring of `aimd.caching.pods` into the model-cache reconciler and are
-marked xfail(strict) until it lands, so that wiring flips them.
+the model-cache reconciler reads them from the Job's pods through `aimd.caching.pods`.
 """
 
 from __future__ import annotations
@@ -16,9 +15,8 @@ import json
 import time
 from typing import Any
 
-import pytest
-
 from aimd.api import kinds
+from aimd.caching.policy import ANNOTATION_ALLOWED_DOWNLOAD_IMAGES
 from aimd.dev.localhub import LocalHub
 from aimd.dev.node import RealNode
 from aimd.kube.client import KubeClient
@@ -36,7 +34,6 @@ from tests.support import eventually
 
 Object = dict[str, Any]
 CAPTURES = ARTIFACTS / "realnode-captures"
-NEEDS_WIRING = pytest.mark.xfail(reason="needs the lead's pod wiring", strict=True)
 MISSING_IMAGE = "localhost/aimd-missing:0"
 # The kubelet and the scheduler write core/v1 Events (aimd itself writes events.k8s.io ones).
 CORE_EVENTS = Resource("", "v1", "events", "Event", namespaced=True)
@@ -91,6 +88,12 @@ def _unschedulable(pod: Object | None) -> Object | None:
     conditions = ((pod or {}).get("status") or {}).get("conditions") or []
     scheduled: Object = next((c for c in conditions if c["type"] == "PodScheduled"), {})
     return pod if scheduled.get("status") == "False" and scheduled.get("message") else None
+
+
+def _allow_image(node: RealNode, namespace: str, image: str) -> None:
+    """The namespace's admin allows ``image`` as a download image (docs/security.md)."""
+    annotations = {ANNOTATION_ALLOWED_DOWNLOAD_IMAGES: image}
+    node.api("PATCH", f"/api/v1/namespaces/{namespace}", {"metadata": {"annotations": annotations}})
 
 
 async def _start(kube: KubeClient, namespace: str, hub: LocalHub, repo: str, **spec: Any) -> None:
@@ -177,7 +180,6 @@ async def test_a_missing_secret_leaves_the_download_pod_in_create_container_conf
     )
 
 
-@NEEDS_WIRING
 async def test_a_missing_secret_reaches_status_and_recovers_when_it_is_created(
     aimd_installed: Installed,
     real_node: RealNode,
@@ -206,6 +208,7 @@ async def test_an_image_that_cannot_be_pulled_leaves_the_pod_in_image_pull_back_
     node_namespace: str,
 ) -> None:
     real_node.add_local_volumes(1)
+    _allow_image(real_node, node_namespace, MISSING_IMAGE)
     await _start(
         node_kube, node_namespace, node_hub, "org/image-missing", downloadImage=MISSING_IMAGE
     )
@@ -225,7 +228,6 @@ async def test_an_image_that_cannot_be_pulled_leaves_the_pod_in_image_pull_back_
     assert pod["status"]["phase"] == "Pending"
 
 
-@NEEDS_WIRING
 async def test_an_image_that_cannot_be_pulled_reaches_status_and_recovers_when_fixed(
     aimd_installed: Installed,
     real_node: RealNode,
@@ -234,6 +236,7 @@ async def test_an_image_that_cannot_be_pulled_reaches_status_and_recovers_when_f
     node_namespace: str,
 ) -> None:
     real_node.add_local_volumes(1)
+    _allow_image(real_node, node_namespace, MISSING_IMAGE)
     await _start(
         node_kube, node_namespace, node_hub, "org/image-later", downloadImage=MISSING_IMAGE
     )
@@ -270,7 +273,6 @@ async def test_a_storage_class_that_does_not_exist_leaves_the_pvc_and_pod_pendin
     assert "no-such-class" in json.dumps(captured["events"])
 
 
-@NEEDS_WIRING
 async def test_a_storage_class_that_does_not_exist_reaches_status_and_recovers_once_made(
     aimd_installed: Installed,
     real_node: RealNode,
@@ -311,7 +313,6 @@ async def test_an_access_mode_no_volume_offers_leaves_the_pod_unschedulable(
     assert "persistent volumes to bind" in scheduled["message"]
 
 
-@NEEDS_WIRING
 async def test_an_access_mode_no_volume_offers_reaches_status_and_recovers_with_one(
     aimd_installed: Installed,
     real_node: RealNode,
