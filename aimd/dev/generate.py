@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 from collections.abc import Callable
@@ -82,7 +83,7 @@ def generated() -> dict[Path, Callable[[], str]]:
     files: dict[Path, Callable[[], str]] = {}
     for crd in crds.all_crds():
         for folder in (REPO / "manifests" / "crds", CHART / "crds"):
-            files[folder / crds.file_name(crd)] = lambda crd=crd: crds.render(crd)
+            files[folder / crds.file_name(crd)] = functools.partial(crds.render, crd)
     files[PROMETHEUS_RULE] = render_prometheus_rule
     for copy, source in CHART_COPIES.items():
         original = REPO / source
