@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from aimd import logs
 from aimd.api import kinds
 from aimd.api.crds import all_crds
 from aimd.cli.cache import cache_rows, format_table
@@ -297,9 +298,7 @@ def print_how_to_reach(plane: ControlPlane | RealNode) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.setup("text", "warning")  # the terminal shows the caches; the controller's log is quiet
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="aimd-dev-"))
     with stop_like_ctrl_c():
         try:

@@ -65,3 +65,17 @@ def test_unknown_formats_and_levels_are_refused() -> None:
         logs.setup("yaml")
     with pytest.raises(ValueError, match="log level"):
         logs.setup("json", "loud")
+
+
+def test_logging_is_set_up_in_one_place_only() -> None:
+    """Every process logs through aimd.logs.setup (one format, one handler); a basicConfig
+    elsewhere would add a second handler with another format."""
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[2] / "aimd"
+    offenders = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if "basicConfig(" in path.read_text()
+    ]
+    assert offenders == []
