@@ -50,8 +50,12 @@ async def test_aimd_runs_as_its_two_replica_deployment_under_its_own_account_and
         assert spec["serviceAccountName"] == "aimd-controller"
         (container,) = spec["containers"]
         assert container["image"] == real_node.image
-        env = {e["name"]: e.get("value") for e in container["env"]}
-        assert env["AIMD_IMAGE"] == real_node.image, "download Jobs run the same build"
+        sources = [source["configMapRef"]["name"] for source in container.get("envFrom") or ()]
+        assert sources == ["aimd-config"], container.get("envFrom")
+        # The overlay's image reaches the ConfigMap too (the base's replacement), so download
+        # Jobs run the same build and it is the one download image allowed by default.
+        config = real_node.api("GET", f"/api/v1/namespaces/{SYSTEM}/configmaps/aimd-config")
+        assert config["data"]["AIMD_IMAGE"] == real_node.image
         # The projected service-account token is what the controller authenticates with.
         assert any("projected" in v for v in spec["volumes"]), spec["volumes"]
     assert aimd_installed.leader() in {p["metadata"]["name"] for p in pods}

@@ -200,7 +200,7 @@ async def test_a_missing_secret_reaches_status_and_recovers_when_it_is_created(
 # -- a downloadImage nobody can pull -------------------------------------------------------------
 
 
-async def test_an_image_that_cannot_be_pulled_leaves_the_pod_in_image_pull_back_off(
+async def test_an_image_that_cannot_be_pulled_leaves_the_pod_waiting_in_err_image_pull(
     aimd_installed: Installed,
     real_node: RealNode,
     node_kube: KubeClient,
@@ -219,10 +219,8 @@ async def test_an_image_that_cannot_be_pulled_leaves_the_pod_in_image_pull_back_
         "ErrImagePull",
     )
     await _capture(real_node, node_kube, node_namespace, "image-pull", pod)
-    pod = await _pod_state(
-        node_kube, node_namespace, lambda p: _waiting(p, "ImagePullBackOff"), "ImagePullBackOff"
-    )
-    await _capture(real_node, node_kube, node_namespace, "image-pull-backoff", pod)
+    # aimd fails the attempt at the first of these (a Job's pod template cannot change), so the
+    # kubelet's back-off that would follow is seldom seen: the stuck Job is removed.
     (status,) = pod["status"]["containerStatuses"]
     assert MISSING_IMAGE in status["state"]["waiting"]["message"]
     assert pod["status"]["phase"] == "Pending"
