@@ -7,8 +7,9 @@ plus thin writes. Where each rule lives, in the seed's words:
   ``worst``; ``may_delete``: Available caches are only deleted by a person)
 - templates validated and mirrored: :mod:`.templates` (pure), :mod:`.template` (reconciler)
 - one model cache per ``(namespace, sourceUri)``, its PVC, probe and download Jobs, retries, a
-  lost or too small volume, a pod that cannot start (B2-B4, B8, E6, E7): :mod:`.model_cache`
-  (``decide`` is pure; ``model_caches_for(uri)`` in :mod:`.state` finds supply,
+  lost or too small volume, a pod that cannot start (B2-B4, B8, E6, E7): ``decide`` in
+  :mod:`.model_cache_plan` (pure), the reconciler in :mod:`.model_cache` (``model_caches_for(uri)``
+  in :mod:`.state` finds supply,
   ``template_caches_needing(uri)`` demand); why a pod cannot start: :mod:`.pods`; the download
   governor: :mod:`.governor`
 - a template cache is the worst of its model caches (B7), D2 in

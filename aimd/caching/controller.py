@@ -15,7 +15,8 @@ from typing import Any, TypeVar, cast
 
 from aimd.api.types import Object, ObjectLike
 from aimd.caching import builders, metrics, policy, wiring
-from aimd.caching.model_cache import ModelCacheReconciler, RetryPolicy
+from aimd.caching.model_cache import ModelCacheReconciler
+from aimd.caching.model_cache_plan import RetryPolicy
 from aimd.caching.service import ServiceReconciler
 from aimd.caching.state import State, Store
 from aimd.caching.template import TemplateReconciler

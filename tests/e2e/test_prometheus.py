@@ -25,7 +25,7 @@ import yaml
 
 from aimd.api import kinds
 from aimd.caching.controller import run as run_controller
-from aimd.caching.model_cache import RetryPolicy
+from aimd.caching.model_cache_plan import RetryPolicy
 from aimd.dev.controlplane import ControlPlane, free_port
 from aimd.dev.kubelet import LocalKubelet
 from aimd.dev.localhub import serve_hub

@@ -18,7 +18,7 @@ from typing import Any
 
 from aimd.api import kinds
 from aimd.caching.controller import Caching, run
-from aimd.caching.model_cache import RetryPolicy
+from aimd.caching.model_cache_plan import RetryPolicy
 from aimd.dev.kubelet import completed_status, failed_status, job_finished
 from aimd.kube.client import KubeClient
 from aimd.kube.errors import ApiError, NotFound

@@ -9,7 +9,7 @@ from aimd.api.meta import rfc3339 as timestamp
 from aimd.api.reasons import Reason
 from aimd.api.types import ModelCache, Service, Template, TemplateCache, view
 from aimd.caching import builders, names
-from aimd.caching.model_cache import Observed, RetryPolicy, decide, jobs_to_remove, refused
+from aimd.caching.model_cache_plan import Observed, RetryPolicy, decide, jobs_to_remove, refused
 from aimd.caching.pods import PodProblem
 from aimd.caching.rules import worst
 from aimd.caching.service import desired_status as service_status
