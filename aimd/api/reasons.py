@@ -63,3 +63,4 @@ class Reason(enum.StrEnum):
     NETWORK_ERROR = "NetworkError"
     INVALID_SOURCE = "InvalidSource"
     INTERNAL_ERROR = "InternalError"
+    TERMINATED = "Terminated"

@@ -8,6 +8,7 @@ label sees only aimd's objects and a child's event finds its owner without a sca
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 from aimd.api import kinds
 from aimd.api.meta import label_value, owner_reference
@@ -148,11 +149,22 @@ def role_binding(mc: ModelCache) -> Object:
     }
 
 
-def _job(mc: ModelCache, name: str, args: list[str], image: str, claim: str | None) -> Object:
+@dataclass(frozen=True)
+class Downloads:
+    """What every download and probe Job gets from the controller's configuration."""
+
+    image: str  # the controller's own image: the default downloadImage
+    log_format: str = "text"  # the Job logs as the controller does (--log-format)
+
+
+def _job(
+    mc: ModelCache, name: str, args: list[str], downloads: Downloads, claim: str | None
+) -> Object:
     spec = mc["spec"]
     env = [
         {"name": "AIMD_MODEL_CACHE_NAME", "value": mc["metadata"]["name"]},
         {"name": "AIMD_MODEL_CACHE_NAMESPACE", "value": mc["metadata"]["namespace"]},
+        {"name": "AIMD_LOG_FORMAT", "value": downloads.log_format},
         *copy.deepcopy(spec.get("env") or []),
     ]
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
@@ -173,7 +185,7 @@ def _job(mc: ModelCache, name: str, args: list[str], image: str, claim: str | No
         "containers": [
             {
                 "name": "aimd",
-                "image": spec.get("downloadImage") or image,
+                "image": spec.get("downloadImage") or downloads.image,
                 "command": ["aimd", *args],
                 "env": env,
                 "volumeMounts": mounts,
@@ -201,13 +213,13 @@ def _job(mc: ModelCache, name: str, args: list[str], image: str, claim: str | No
     }
 
 
-def download_job(mc: ModelCache, name: str, claim: str, image: str) -> Object:
+def download_job(mc: ModelCache, name: str, claim: str, downloads: Downloads) -> Object:
     args = ["download", mc["spec"]["sourceUri"], "--target", MODEL_MOUNT]
-    return _job(mc, name, args, image, claim)
+    return _job(mc, name, args, downloads, claim)
 
 
-def probe_job(mc: ModelCache, name: str, image: str) -> Object:
-    return _job(mc, name, ["probe", mc["spec"]["sourceUri"]], image, None)
+def probe_job(mc: ModelCache, name: str, downloads: Downloads) -> Object:
+    return _job(mc, name, ["probe", mc["spec"]["sourceUri"]], downloads, None)
 
 
 def _workload_meta(svc: Service, labels: dict[str, str]) -> Object:

@@ -8,23 +8,20 @@ reconciler, and the handlers that map each change to the keys it wakes
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from aimd.api.types import Object, ObjectLike
-from aimd.caching import metrics, wiring
+from aimd.caching import builders, metrics, wiring
 from aimd.caching.model_cache import ModelCacheReconciler, RetryPolicy
 from aimd.caching.service import ServiceReconciler
 from aimd.caching.state import State, Store
 from aimd.caching.template import TemplateReconciler
 from aimd.caching.template_cache import TemplateCacheReconciler
-from aimd.kube.client import KubeClient
-from aimd.kube.errors import Conflict
-from aimd.runtime import Controller, Manager, Result
-from aimd.settings import Settings, add_arguments
+from aimd.runtime import Controller, Manager, Result, app
+from aimd.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -54,35 +51,20 @@ class Caching:
                 controller.enqueue(key)
 
 
-def conflicts_retried(
-    reconcile: Callable[[Key], Awaitable[Result | None]],
-) -> Callable[[Key], Awaitable[Result | None]]:
-    """A 409 means the decision was taken on state older than the server's: not an error, just
-    a reason to decide again (with the key's backoff) once the watch has brought the news."""
-
-    async def wrapped(key: Key) -> Result | None:
-        try:
-            return await reconcile(key)
-        except Conflict:
-            log.debug("conflict on %r; retrying from fresh state", key)
-            return Result(requeue=True)
-
-    return wrapped
-
-
 def install(manager: Manager, image: str, policy: RetryPolicy | None = None) -> Caching:
     """Declares informers, indexes, controllers and handlers on ``manager``."""
     state = State(manager)
     metrics.watch(state.model_caches.informer.index, state.template_caches.informer.index)
 
     def controller(name: str, reconcile: Callable[[Key], Awaitable[Result | None]]) -> Any:
-        return manager.controller(name, conflicts_retried(reconcile))
+        return manager.controller(name, reconcile)
 
     template_caches = controller("templatecache", TemplateCacheReconciler(manager, state).reconcile)
+    downloads = builders.Downloads(image, manager.settings.log_format)
     model_caches = ModelCacheReconciler(
         manager,
         state,
-        image,
+        downloads,
         policy,
         wake_template_cache=lambda namespace, name: template_caches.enqueue((namespace, name)),
     )
@@ -119,16 +101,16 @@ def _wire(c: Caching) -> None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    add_arguments(parser)
+    app.add_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = Settings.from_args(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    image = settings.image or DEFAULT_IMAGE
-    return asyncio.run(run(settings, image))
+    """``aimd run``: the runtime's one entry point, with every caching controller declared."""
+
+    def setup(manager: Manager) -> None:
+        install(manager, manager.settings.image or DEFAULT_IMAGE)
+
+    return app.main(args, setup)
 
 
 async def run(
@@ -139,14 +121,14 @@ async def run(
     handle_signals: bool = True,
     started: Callable[[Manager, Caching], None] | None = None,
 ) -> int:
-    """Runs every caching controller until SIGTERM (or ``manager.stop()``)."""
-    client = await KubeClient.auto(settings.kubeconfig)
-    try:
-        manager = Manager(client, settings, handle_signals=handle_signals)
+    """Runs every caching controller until SIGTERM (or ``manager.stop()``); the exit code.
+
+    For embedders (``aimd dev``, the tests) that configure logging themselves and reach into the
+    controllers through ``started``."""
+
+    def setup(manager: Manager) -> None:
         caching = install(manager, image, policy)
         if started is not None:
             started(manager, caching)
-        await manager.run()
-    finally:
-        await client.close()
-    return 0
+
+    return await app.run(settings, setup, handle_signals=handle_signals)

@@ -24,22 +24,14 @@ from datetime import datetime, timedelta
 
 from aimd.api import kinds
 from aimd.api.meta import condition, live, now, oldest_first, parse_time, rfc3339, set_condition
-from aimd.api.quantity import display_size, parse_bytes
+from aimd.api.quantity import display_size, parse_bytes, pvc_size
 from aimd.api.reasons import Reason
 from aimd.api.sources import source_key
 from aimd.api.types import ModelCache, Object
-from aimd.caching import builders, metrics, names, rules
+from aimd.caching import builders, metrics, names, rules, writes
+from aimd.caching.reconciler import Key, Reconciler
 from aimd.caching.state import State
 from aimd.caching.templates import model_sources
-from aimd.caching.writes import (
-    Refused,
-    create_or_adopt,
-    creator_name,
-    delete_as_decided,
-    delete_child,
-    hand_over,
-    write_status,
-)
 from aimd.kube import resources
 from aimd.kube.errors import NotFound
 from aimd.kube.resources import Resource
@@ -47,7 +39,6 @@ from aimd.runtime import Manager, Result
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]
 
 PENDING, PROGRESSING, AVAILABLE, FAILED = (
     rules.PENDING,
@@ -98,7 +89,9 @@ class Plan:
     again."""
 
     creates: list[tuple[Resource, Object]] = field(default_factory=list)
-    deletes: list[Object] = field(default_factory=list)
+    deletes: list[Object] = field(default_factory=list)  # old Jobs
+    resizes: list[tuple[Object, str]] = field(default_factory=list)  # (PVC, new request)
+    retired_volumes: list[Object] = field(default_factory=list)  # PVCs a larger one replaces
     status: Object = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
@@ -116,6 +109,7 @@ class Observed:
     jobs: dict[str, Object]
     downloader_ready: tuple[bool, bool, bool]  # ServiceAccount, Role, RoleBinding exist
     namesake_volumes: tuple[Object, ...] = ()  # PVCs an earlier MC of this name left behind
+    expandable: bool = False  # the volume's StorageClass allows expansion
 
 
 def known_size(mc: ModelCache) -> int | None:
@@ -157,9 +151,11 @@ def jobs_to_remove(jobs: dict[str, Object], current: str | None) -> list[Object]
 class _Decision:
     """Builds one MC's plan; the helpers keep :func:`decide` readable."""
 
-    def __init__(self, mc: ModelCache, image: str, now: datetime, policy: RetryPolicy) -> None:
+    def __init__(
+        self, mc: ModelCache, downloads: builders.Downloads, now: datetime, policy: RetryPolicy
+    ) -> None:
         self.mc = mc
-        self.image = image
+        self.downloads = downloads
         self.now = now
         self.policy = policy
         self.status = mc["status"]
@@ -278,9 +274,15 @@ def claim_name(mc: ModelCache, volume_lost: bool) -> str:
     return recorded
 
 
-def decide(mc: ModelCache, seen: Observed, image: str, now: datetime, policy: RetryPolicy) -> Plan:
+def decide(
+    mc: ModelCache,
+    seen: Observed,
+    downloads: builders.Downloads,
+    now: datetime,
+    policy: RetryPolicy,
+) -> Plan:
     """The children and status one MC needs now, from what the index shows (pure)."""
-    d = _Decision(mc, image, now, policy)
+    d = _Decision(mc, downloads, now, policy)
     d.plan.creates += _downloader(mc, seen)
     size = known_size(mc)
     if size is None:
@@ -335,10 +337,12 @@ def decide(mc: ModelCache, seen: Observed, image: str, now: datetime, policy: Re
         d.plan.deletes = jobs_to_remove(seen.jobs, job_name)
         return d.plan
     job = seen.jobs.get(job_name)
+    if not was_available and _volume_too_small(d, seen, pvc, claim, size, job):
+        return d.plan
     if job is None:
         if not d.waiting_to_retry():
             d.start(
-                resources.JOBS, builders.download_job(mc, job_name, claim, image), "downloading"
+                resources.JOBS, builders.download_job(mc, job_name, claim, downloads), "downloading"
             )
             d.plan.started = True
             d.set(PROGRESSING, False, Reason.DOWNLOADING, f"downloading {d.uri} into {claim}")
@@ -369,6 +373,57 @@ def decide(mc: ModelCache, seen: Observed, image: str, now: datetime, policy: Re
     return d.plan
 
 
+def _volume_too_small(
+    d: _Decision, seen: Observed, pvc: Object, claim: str, size: int, job: Object | None
+) -> bool:
+    """StorageFull recovers (E6): when the model needs more than the volume holds (a person raised
+    ``spec.size`` after a StorageFull failure), the volume grows if its StorageClass allows it;
+    otherwise the next attempt starts on a new, larger volume. True if this pass is about that."""
+    wanted = pvc_size(size)
+    wanted_bytes = parse_bytes(wanted) or 0
+    requests = ((pvc.get("spec") or {}).get("resources") or {}).get("requests") or {}
+    requested = parse_bytes(requests.get("storage"))
+    capacity = parse_bytes(((pvc.get("status") or {}).get("capacity") or {}).get("storage"))
+    if requested is None:
+        return False
+    if requested >= wanted_bytes:
+        if capacity is not None and capacity < wanted_bytes:
+            d.set(
+                PROGRESSING,
+                False,
+                Reason.VOLUME_EXPANDING,
+                f"waiting for volume {claim} to grow to {wanted}; the download resumes on it",
+            )
+            return True
+        return False
+    if seen.expandable:
+        d.plan.resizes.append((pvc, wanted))
+        d.set(
+            PROGRESSING,
+            False,
+            Reason.VOLUME_EXPANDING,
+            f"growing volume {claim} to {wanted} (its StorageClass allows expansion); the "
+            "download resumes on it",
+        )
+        return True
+    if job is not None or d.waiting_to_retry():
+        return False  # the attempt on this volume goes on, or the next one is not due yet
+    bigger = names.pvc_name(d.mc["metadata"]["name"], d.mc["metadata"]["uid"], replaces=claim)
+    d.plan.creates.append(
+        (resources.PERSISTENT_VOLUME_CLAIMS, builders.persistent_volume_claim(d.mc, bigger, size))
+    )
+    d.plan.retired_volumes.append(pvc)
+    d.plan.status["persistentVolumeClaim"] = bigger
+    d.set(
+        PROGRESSING,
+        False,
+        Reason.VOLUME_REPLACING,
+        f"replacing volume {claim} (its StorageClass cannot grow) with {bigger} of {wanted}; "
+        "the model downloads again onto it",
+    )
+    return True
+
+
 def _probe(d: _Decision, seen: Observed) -> None:
     """The size is unknown: learn it with a probe Job before sizing the volume (B3)."""
     name = d.mc["metadata"]["name"]
@@ -376,7 +431,7 @@ def _probe(d: _Decision, seen: Observed) -> None:
     job = seen.jobs.get(job_name)
     if job is None:
         if not d.waiting_to_retry():
-            d.start(resources.JOBS, builders.probe_job(d.mc, job_name, d.image), "probing")
+            d.start(resources.JOBS, builders.probe_job(d.mc, job_name, d.downloads), "probing")
             d.set(PENDING, False, Reason.PROBING_SIZE, f"learning the size of {d.uri}")
         d.plan.deletes = jobs_to_remove(seen.jobs, None)
         return
@@ -392,7 +447,7 @@ def _probe(d: _Decision, seen: Observed) -> None:
         d.fail(reason, message)
 
 
-def refused(mc: ModelCache, refusal: Refused, moment: datetime) -> tuple[Object, float]:
+def refused(mc: ModelCache, refusal: writes.Refused, moment: datetime) -> tuple[Object, float]:
     """The status fields (and the delay to the next try) of an MC whose child the API server
     refused: its own words, in the Ready condition (E6)."""
     current = condition(mc, "Ready")
@@ -415,21 +470,19 @@ def refused(mc: ModelCache, refusal: Refused, moment: datetime) -> tuple[Object,
     return status, delay
 
 
-class ModelCacheReconciler:
+class ModelCacheReconciler(Reconciler):
     """Ensures one MC per demanded ``(namespace, sourceUri)`` and drives each MC of the key."""
 
     def __init__(
         self,
         manager: Manager,
         state: State,
-        image: str,
+        downloads: builders.Downloads,
         policy: RetryPolicy | None = None,
         wake_template_cache: Callable[[str, str], None] = lambda namespace, name: None,
     ) -> None:
-        self.manager = manager
-        self.client = manager.client
-        self.state = state
-        self.image = image
+        super().__init__(manager, state)
+        self.downloads = downloads
         self.policy = policy or RetryPolicy()
         self.wake_template_cache = wake_template_cache
 
@@ -472,8 +525,8 @@ class ModelCacheReconciler:
             storage_class=tc_spec.get("storageClassName"),
         )
         try:
-            created = await create_or_adopt(self.client, kinds.MODEL_CACHES, body)
-        except Refused as refusal:
+            created = await writes.create_or_adopt(self.client, kinds.MODEL_CACHES, body)
+        except writes.Refused as refusal:
             # Said in the status of every TC that waits for it (the TC reconciler reads this).
             moment = now()
             since = self.state.refusals.get((namespace, uri), (moment, ""))[0]
@@ -497,33 +550,16 @@ class ModelCacheReconciler:
         """D2, applied late: an MC whose creating TC is gone without having released it (the TC's
         cleanup read an index that did not hold this MC yet) is handed to a TC that still needs
         it, or deleted if it is not Available. True if the MC is no longer this key's business."""
-        creator = creator_name(mc, kinds.LABEL_CREATED_BY_TEMPLATE_CACHE)
+        creator = writes.creator_name(mc, kinds.LABEL_CREATED_BY_TEMPLATE_CACHE)
         if not creator or rules.is_available(mc):
             return False
         namespace = mc["metadata"]["namespace"]
         if self.state.template_caches.get(creator, namespace) is not None:
             return False
         others = self.state.template_caches_needing(namespace, mc["spec"]["sourceUri"])
-        plan = rules.plan_release(mc, others, available=False)
-        if plan.action is rules.Release.HAND_OVER and plan.heir:
-            await hand_over(
-                self.client,
-                kinds.MODEL_CACHES,
-                mc,
-                kinds.LABEL_CREATED_BY_TEMPLATE_CACHE,
-                plan.heir,
-            )
-            return False
-        if plan.action is rules.Release.DELETE and rules.may_delete(mc):
-            await delete_as_decided(self.client, kinds.MODEL_CACHES, mc)
-            log.info(
-                "deleted model cache %s/%s: its template cache %s is gone and it was not Available",
-                namespace,
-                mc["metadata"]["name"],
-                creator,
-            )
-            return True
-        return False
+        label = kinds.LABEL_CREATED_BY_TEMPLATE_CACHE
+        action = await self.release(mc, kinds.MODEL_CACHES, label, others, departing=None)
+        return action is rules.Release.DELETE
 
     def _observe(self, mc: ModelCache) -> Observed:
         s = self.state
@@ -532,8 +568,9 @@ class ModelCacheReconciler:
         claim = mc["status"].get("persistentVolumeClaim") or names.pvc_name(
             name, mc["metadata"]["uid"]
         )
+        pvc = s.owned(s.pvcs, mc, claim)
         return Observed(
-            pvc=s.owned(s.pvcs, mc, claim),
+            pvc=pvc,
             jobs=s.jobs_of(mc),
             downloader_ready=(
                 s.owned(s.service_accounts, mc, downloader) is not None,
@@ -541,43 +578,62 @@ class ModelCacheReconciler:
                 s.owned(s.role_bindings, mc, downloader) is not None,
             ),
             namesake_volumes=tuple(s.volumes_of_namesakes(mc)),
+            expandable=pvc is not None and s.expandable(pvc),
         )
 
     async def _drive(self, mc: ModelCache) -> float | None:
         seen = self._observe(mc)
-        plan = decide(mc, seen, self.image, now(), self.policy)
+        plan = decide(mc, seen, self.downloads, now(), self.policy)
         try:
             created_pvc = await self._create(mc, plan)
             if created_pvc is not None:
                 # The Job's name needs the new PVC's uid, which the create just returned: start it
                 # in this pass rather than write a Pending status the next pass would overwrite.
                 seen = Observed(created_pvc, seen.jobs, (True, True, True))
-                plan = decide(mc, seen, self.image, now(), self.policy)
+                first, plan = plan, decide(mc, seen, self.downloads, now(), self.policy)
+                plan.retired_volumes[:0] = first.retired_volumes
                 await self._create(mc, plan)
-        except Refused as refusal:
+        except writes.Refused as refusal:
             status, delay = refused(mc, refusal, now())
             try:
-                await write_status(self.client, kinds.MODEL_CACHES, mc, status)
+                await writes.write_status(self.client, kinds.MODEL_CACHES, mc, status)
             except NotFound:
                 return None
             return delay
         try:
-            wrote = await write_status(self.client, kinds.MODEL_CACHES, mc, plan.status)
+            wrote = await writes.write_status(self.client, kinds.MODEL_CACHES, mc, plan.status)
         except NotFound:
             return None
         if wrote:
             self._count(mc, plan)
             for event in plan.events:
                 self.manager.events.record(mc, event.type, event.reason, event.note)
+        for volume, request in plan.resizes:
+            await self._grow(volume, request)
+        for volume in plan.retired_volumes:
+            await writes.delete_as_decided(
+                self.client, resources.PERSISTENT_VOLUME_CLAIMS, volume, whatever_changed=True
+            )
         for job in plan.deletes:
-            await delete_child(self.client, resources.JOBS, job)
+            await writes.delete_as_decided(self.client, resources.JOBS, job, whatever_changed=True)
         return plan.requeue_after
+
+    async def _grow(self, pvc: Object, request: str) -> None:
+        meta = pvc["metadata"]
+        patch = {
+            "metadata": {"resourceVersion": meta["resourceVersion"]},
+            "spec": {"resources": {"requests": {"storage": request}}},
+        }
+        with writes.refusals_raised(resources.PERSISTENT_VOLUME_CLAIMS, pvc):
+            await self.client.patch(
+                resources.PERSISTENT_VOLUME_CLAIMS, meta["name"], patch, meta["namespace"]
+            )
 
     async def _create(self, mc: ModelCache, plan: Plan) -> Object | None:
         """Creates the plan's children; returns the PVC if this call created it."""
         created_pvc = None
         for resource, body in plan.creates:
-            created = await create_or_adopt(self.client, resource, body)
+            created = await writes.create_or_adopt(self.client, resource, body)
             if created is not None and resource in (
                 resources.PERSISTENT_VOLUME_CLAIMS,
                 resources.JOBS,

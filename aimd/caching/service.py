@@ -15,29 +15,17 @@ from datetime import datetime
 from aimd.api import kinds
 from aimd.api.meta import live, now, set_condition, why
 from aimd.api.reasons import Reason
-from aimd.api.types import Condition, Object, Service, ServiceCache, TemplateCache, view
-from aimd.caching import builders, metrics, names, rules
-from aimd.caching.state import State
+from aimd.api.types import Condition, Object, Service, ServiceCache, TemplateCache
+from aimd.caching import builders, metrics, names, rules, writes
+from aimd.caching.reconciler import Key, Reconciler
 from aimd.caching.templates import Resolved, problems
-from aimd.caching.writes import (
-    Refused,
-    create_or_adopt,
-    creator_name,
-    delete_as_decided,
-    finalized,
-    hand_over,
-    refusals_raised,
-    remove_finalizer,
-    write_status,
-)
 from aimd.kube import resources
 from aimd.kube.errors import NotFound
 from aimd.kube.resources import Resource
-from aimd.runtime import Manager, Result
+from aimd.runtime import Result
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]
 SPEC_HASH = f"{kinds.GROUP}/spec-hash"
 # A refused workload is tried again on this bounded backoff (E6), not the queue's 1000 s cap.
 REFUSAL_RETRY = 30.0
@@ -179,28 +167,18 @@ def spec_hash(body: Object) -> str:
     return hashlib.sha256(json.dumps(body["spec"], sort_keys=True).encode()).hexdigest()[:16]
 
 
-class ServiceReconciler:
-    def __init__(self, manager: Manager, state: State) -> None:
-        self.manager = manager
-        self.client = manager.client
-        self.state = state
-
+class ServiceReconciler(Reconciler):
     async def reconcile(self, key: Key) -> Result | None:
         namespace, name = key
-        svc = self.state.services.get(name, namespace)
+        svc = await self.begin(
+            self.state.services, kinds.SERVICES, key, self.keep_available_template_caches
+        )
         if svc is None:
             return None
-        terminating = self.state.namespace_terminating(namespace)
-        finalized_svc = await finalized(
-            self.client, kinds.SERVICES, svc, terminating, self.keep_available_template_caches
-        )
-        if finalized_svc is None:
-            return None
-        svc = view(finalized_svc, Service)
         resolved = self.state.templates.resolve(namespace, svc["spec"].get("templateName", ""))
         tc = None
         deployment = self.state.deployments.get(names.workload_name(name), namespace)
-        refused: Refused | None = None
+        refused: writes.Refused | None = None
         if resolved is not None and not problems(resolved.template):
             try:
                 if caching(svc):
@@ -214,7 +192,7 @@ class ServiceReconciler:
                         await self._workload(svc, resolved, mounts_of(tc))
                 else:
                     await self._workload(svc, resolved, None)
-            except Refused as refusal:
+            except writes.Refused as refusal:
                 refused = refusal
         desired = desired_status(svc, resolved, tc, deployment, now())
         if refused is not None:
@@ -228,7 +206,7 @@ class ServiceReconciler:
                 now(),
             )
         try:
-            await write_status(self.client, kinds.SERVICES, svc, desired)
+            await writes.write_status(self.client, kinds.SERVICES, svc, desired)
         except NotFound:
             return None
         return Result(requeue_after=REFUSAL_RETRY) if refused is not None else None
@@ -244,7 +222,7 @@ class ServiceReconciler:
         cache = svc["status"].get("cache")
         ref = cache.get("templateCacheRef") if cache else None
         if tc is not None:
-            if (ref["uid"] if ref else None) != tc["metadata"]["uid"] and creator_name(
+            if (ref["uid"] if ref else None) != tc["metadata"]["uid"] and writes.creator_name(
                 tc, kinds.LABEL_CREATED_BY_SERVICE
             ) != svc["metadata"]["name"]:
                 metrics.CACHE_REQUESTS.labels(namespace, "reused").inc()
@@ -255,7 +233,7 @@ class ServiceReconciler:
         existing = self.state.template_caches.get(body["metadata"]["name"], namespace)
         if existing is not None and not live(existing):
             return None  # the old one is still being cleaned up; its deletion event brings us back
-        if await create_or_adopt(self.client, kinds.TEMPLATE_CACHES, body):
+        if await writes.create_or_adopt(self.client, kinds.TEMPLATE_CACHES, body):
             log.info("created template cache %s/%s", namespace, body["metadata"]["name"])
             self.manager.events.normal(
                 svc, "CreatedTemplateCache", f"created AIMTemplateCache {body['metadata']['name']}"
@@ -291,11 +269,11 @@ class ServiceReconciler:
         digest = spec_hash(body)
         body["metadata"].setdefault("annotations", {})[SPEC_HASH] = digest
         if current is None:
-            return await create_or_adopt(self.client, resource, body) is not None
+            return await writes.create_or_adopt(self.client, resource, body) is not None
         if (current["metadata"].get("annotations") or {}).get(SPEC_HASH) == digest:
             return False
         patch = {"metadata": {"annotations": {SPEC_HASH: digest}}, "spec": body["spec"]}
-        with refusals_raised(resource, body):
+        with writes.refusals_raised(resource, body):
             await self.client.patch(
                 resource, body["metadata"]["name"], patch, body["metadata"]["namespace"]
             )
@@ -306,11 +284,8 @@ class ServiceReconciler:
         Available caches → Preserved; non-available caches → Deleted" — unless another live
         service still uses one, which then inherits it. Its Deployment and Service are collected
         through their ownerReferences."""
-        namespace = svc["metadata"]["namespace"]
-        if not self.state.namespace_terminating(namespace):
-            for tc in self.state.template_caches_created_by(svc):
-                await self._release(svc, tc)
-        await remove_finalizer(self.client, kinds.SERVICES, svc)
+        created = self.state.template_caches_created_by(svc)
+        await self.let_go(svc, kinds.SERVICES, created, lambda tc: self._release(svc, tc))
 
     async def _release(self, svc: Service, tc: TemplateCache) -> None:
         namespace = tc["metadata"]["namespace"]
@@ -324,23 +299,9 @@ class ServiceReconciler:
             and other["metadata"]["uid"] != svc["metadata"]["uid"]
             and self._uses(other, tc)
         ]
-        plan = rules.plan_release(tc, consumers, rules.is_available(tc))
-        if plan.action is rules.Release.HAND_OVER and plan.heir is not None:
-            await hand_over(
-                self.client, kinds.TEMPLATE_CACHES, tc, kinds.LABEL_CREATED_BY_SERVICE, plan.heir
-            )
-            self.manager.events.normal(
-                tc,
-                "HandedOver",
-                f"{svc['metadata']['name']} was deleted; {plan.heir} still uses it",
-            )
-        elif plan.action is rules.Release.DELETE and rules.may_delete(tc):
-            await delete_as_decided(self.client, kinds.TEMPLATE_CACHES, tc)
-            self.manager.events.normal(
-                svc,
-                "DeletedTemplateCache",
-                f"deleted AIMTemplateCache {tc['metadata']['name']}: it was not Available",
-            )
+        await self.release(
+            tc, kinds.TEMPLATE_CACHES, kinds.LABEL_CREATED_BY_SERVICE, consumers, svc
+        )
 
     def _uses(self, svc: Service, tc: TemplateCache) -> bool:
         resolved = self.state.templates.resolve(

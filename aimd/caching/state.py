@@ -105,6 +105,15 @@ def _owners(obj: ObjectLike) -> list[Hashable]:
     return [ref["uid"] for ref in obj["metadata"].get("ownerReferences") or () if "uid" in ref]
 
 
+def _owner_in(store: Store[T], child: ObjectLike) -> T | None:
+    """The object of ``store`` that one of ``child``'s ownerReferences names (by uid)."""
+    for uid in _owners(child):
+        found = store.by(UID, uid)
+        if found:
+            return found[0]
+    return None
+
+
 class State:
     """The informers the caching reconcilers share, and the questions they ask of them."""
 
@@ -139,6 +148,7 @@ class State:
         self.workload_services: Store[Object] = Store(
             labelled(resources.SERVICES, kinds.LABEL_SERVICE)
         )
+        self.storage_classes: Store[Object] = Store(manager.informer(resources.STORAGE_CLASSES))
 
         self.templates_ns.add_index(SOURCE_KEY, _template_sources)
         self.templates_cluster.add_index(SOURCE_KEY, _template_sources)
@@ -188,11 +198,7 @@ class State:
 
     def model_cache_owning(self, child: ObjectLike) -> ModelCache | None:
         """The MC a PVC, Job, ServiceAccount, Role or RoleBinding belongs to."""
-        for uid in _owners(child):
-            found = self.model_caches.by(UID, uid)
-            if found:
-                return found[0]
-        return None
+        return _owner_in(self.model_caches, child)
 
     def model_caches_named_by(self, child: ObjectLike) -> list[ModelCache]:
         """The MCs whose name the child's model-cache label carries: its owner, or a namesake
@@ -202,11 +208,7 @@ class State:
 
     def service_owning(self, workload: ObjectLike) -> Service | None:
         """The AIMService a Deployment or Service belongs to."""
-        for uid in _owners(workload):
-            found = self.services.by(UID, uid)
-            if found:
-                return found[0]
-        return None
+        return _owner_in(self.services, workload)
 
     def model_caches_created_by(self, tc: TemplateCache) -> list[ModelCache]:
         key = (namespace_of(tc), label_value(tc["metadata"]["name"]))
@@ -260,6 +262,12 @@ class State:
         """The child ``name`` if it exists and belongs to this MC (not to a namesake's past)."""
         child = store.get(name, namespace_of(mc))
         return child if child is not None and owned_by(child, mc["metadata"]["uid"]) else None
+
+    def expandable(self, pvc: ObjectLike) -> bool:
+        """True if the PVC's StorageClass lets a bound volume grow (allowVolumeExpansion)."""
+        name = (pvc.get("spec") or {}).get("storageClassName")
+        found = self.storage_classes.get(name) if name else None
+        return bool(found and found.get("allowVolumeExpansion"))
 
     def volumes_of_namesakes(self, mc: ModelCache) -> list[Object]:
         """PVCs made for an earlier MC of the same name (another uid) that still exist: the

@@ -9,20 +9,14 @@ from __future__ import annotations
 from aimd.api import kinds
 from aimd.api.meta import live, now
 from aimd.api.reasons import Reason
-from aimd.caching.state import State
+from aimd.caching.reconciler import Key, Reconciler
 from aimd.caching.templates import desired_status, problems
 from aimd.caching.writes import write_status
 from aimd.kube.errors import NotFound
-from aimd.runtime import Manager, Result
-
-Key = tuple[str, str]
+from aimd.runtime import Result
 
 
-class TemplateReconciler:
-    def __init__(self, manager: Manager, state: State) -> None:
-        self.manager = manager
-        self.state = state
-
+class TemplateReconciler(Reconciler):
     async def reconcile(self, key: Key) -> Result | None:
         namespace, name = key
         if namespace:
@@ -39,7 +33,7 @@ class TemplateReconciler:
             return None
         desired = desired_status(template, now())
         try:
-            wrote = await write_status(self.manager.client, resource, template, desired)
+            wrote = await write_status(self.client, resource, template, desired)
         except NotFound:
             return None
         if wrote and desired["status"] == "Failed":

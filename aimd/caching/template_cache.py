@@ -17,22 +17,14 @@ from aimd.api.meta import now, set_condition, why
 from aimd.api.reasons import Reason
 from aimd.api.sources import source_key
 from aimd.api.types import ModelCache, ModelCacheEntry, Object, TemplateCache, view
-from aimd.caching import metrics, rules
-from aimd.caching.state import State
+from aimd.caching import metrics, rules, writes
+from aimd.caching.reconciler import Key, Reconciler
 from aimd.caching.templates import Resolved, model_sources, problems, template_owner_reference
-from aimd.caching.writes import (
-    delete_as_decided,
-    finalized,
-    hand_over,
-    remove_finalizer,
-    write_status,
-)
 from aimd.kube.errors import NotFound
-from aimd.runtime import Manager, Result
+from aimd.runtime import Result
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]
 Refusals = dict[tuple[str, str], tuple[datetime, str]]
 
 # What a TC says while its least advanced model cache is in each state (B7).
@@ -124,24 +116,14 @@ def desired_status(
     return result(state, False, reason, message, **extra)
 
 
-class TemplateCacheReconciler:
-    def __init__(self, manager: Manager, state: State) -> None:
-        self.manager = manager
-        self.client = manager.client
-        self.state = state
-
+class TemplateCacheReconciler(Reconciler):
     async def reconcile(self, key: Key) -> Result | None:
-        namespace, name = key
-        tc = self.state.template_caches.get(name, namespace)
+        namespace = key[0]
+        tc = await self.begin(
+            self.state.template_caches, kinds.TEMPLATE_CACHES, key, self.keep_available_model_caches
+        )
         if tc is None:
             return None
-        terminating = self.state.namespace_terminating(namespace)
-        finalized_tc = await finalized(
-            self.client, kinds.TEMPLATE_CACHES, tc, terminating, self.keep_available_model_caches
-        )
-        if finalized_tc is None:
-            return None
-        tc = view(finalized_tc, TemplateCache)
         resolved = self.state.resolve_for_template_cache(tc)
         if resolved is not None:
             tc = await self._owned_by_template(tc, resolved) or tc
@@ -154,7 +136,7 @@ class TemplateCacheReconciler:
         )
         self._count_reuse(tc, desired)
         try:
-            await write_status(self.client, kinds.TEMPLATE_CACHES, tc, desired)
+            await writes.write_status(self.client, kinds.TEMPLATE_CACHES, tc, desired)
         except NotFound:
             return None
         return None
@@ -196,11 +178,8 @@ class TemplateCacheReconciler:
         """D2 (+ D7, D8): "model caches created by this template cache are evaluated: Available
         caches → Preserved; non-available caches → Deleted" — unless another TC still needs one,
         which then inherits it."""
-        namespace = tc["metadata"]["namespace"]
-        if not self.state.namespace_terminating(namespace):
-            for mc in self.state.model_caches_created_by(tc):
-                await self._release(tc, mc)
-        await remove_finalizer(self.client, kinds.TEMPLATE_CACHES, tc)
+        created = self.state.model_caches_created_by(tc)
+        await self.let_go(tc, kinds.TEMPLATE_CACHES, created, lambda mc: self._release(tc, mc))
 
     async def _release(self, tc: TemplateCache, mc: ModelCache) -> None:
         consumers = [
@@ -210,29 +189,6 @@ class TemplateCacheReconciler:
             )
             if other["metadata"]["uid"] != tc["metadata"]["uid"]
         ]
-        plan = rules.plan_release(mc, consumers, rules.is_available(mc))
-        if plan.action is rules.Release.HAND_OVER and plan.heir is not None:
-            await hand_over(
-                self.client,
-                kinds.MODEL_CACHES,
-                mc,
-                kinds.LABEL_CREATED_BY_TEMPLATE_CACHE,
-                plan.heir,
-            )
-            self.manager.events.normal(
-                mc,
-                "HandedOver",
-                f"{tc['metadata']['name']} was deleted; {plan.heir} still needs it",
-            )
-        elif plan.action is rules.Release.DELETE and rules.may_delete(mc):
-            await delete_as_decided(self.client, kinds.MODEL_CACHES, mc)
-            log.info(
-                "deleted model cache %s/%s (not Available)",
-                mc["metadata"]["namespace"],
-                mc["metadata"]["name"],
-            )
-            self.manager.events.normal(
-                tc,
-                "DeletedModelCache",
-                f"deleted AIMModelCache {mc['metadata']['name']}: it was not Available",
-            )
+        await self.release(
+            mc, kinds.MODEL_CACHES, kinds.LABEL_CREATED_BY_TEMPLATE_CACHE, consumers, tc
+        )

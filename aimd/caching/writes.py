@@ -172,28 +172,21 @@ async def hand_over(
     await client.patch(resource, metadata["name"], patch, metadata.get("namespace"))
 
 
-async def delete_as_decided(client: KubeClient, resource: Resource, obj: ObjectLike) -> None:
+async def delete_as_decided(
+    client: KubeClient, resource: Resource, obj: ObjectLike, *, whatever_changed: bool = False
+) -> None:
     """Deletes this object as it was when the decision was taken: neither a namesake created
-    since (uid) nor the same object changed since (resourceVersion; Conflict then)."""
+    since (uid) nor the same object changed since (resourceVersion; Conflict then). A child aimd
+    owns (an old Job, a volume a larger one replaces) goes ``whatever_changed`` in it since."""
     metadata = obj["metadata"]
+    preconditions = {"uid": metadata["uid"]}
+    if not whatever_changed:
+        preconditions["resourceVersion"] = metadata["resourceVersion"]
     with contextlib.suppress(NotFound):
         await client.delete(
             resource,
             metadata["name"],
             metadata.get("namespace"),
             propagation_policy="Background",
-            preconditions={"uid": metadata["uid"], "resourceVersion": metadata["resourceVersion"]},
-        )
-
-
-async def delete_child(client: KubeClient, resource: Resource, obj: ObjectLike) -> None:
-    """Deletes a child aimd owns (an old Job): by uid, whatever changed in it since."""
-    metadata = obj["metadata"]
-    with contextlib.suppress(NotFound):
-        await client.delete(
-            resource,
-            metadata["name"],
-            metadata.get("namespace"),
-            propagation_policy="Background",
-            preconditions={"uid": metadata["uid"]},
+            preconditions=preconditions,
         )

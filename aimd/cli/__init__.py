@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from aimd import __version__
 
 
 @dataclass(frozen=True)
@@ -50,20 +53,26 @@ COMMANDS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``only``, just that command's flags are declared, so a Job
+    that runs ``aimd download`` does not import the controller (or anything else) to start."""
     parser = argparse.ArgumentParser(
         prog="aimd",
         description="Pre-downloads ML models onto PersistentVolumeClaims for AIM services.",
     )
+    parser.add_argument("--version", action="version", version=f"aimd {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
-        importlib.import_module(command.module).configure(sub)
+        if only is None or command.name == only:
+            importlib.import_module(command.module).configure(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((word for word in words if not word.startswith("-")), "")
+    args = build_parser(only=chosen).parse_args(words)
     command = next(c for c in COMMANDS if c.name == args.command)
     result: int = importlib.import_module(command.module).main(args)
     return result

@@ -28,8 +28,8 @@ import yaml
 from aimd.api import kinds
 from aimd.api.meta import micro_time, parse_time
 from aimd.api.quantity import display_size
-from aimd.cli.target import Target, TargetError, add_connection_flags, resolve
-from aimd.kube.errors import ApiError, NotFound
+from aimd.cli.target import Target, add_connection_flags, resolve, run_reporting
+from aimd.kube.errors import NotFound
 from aimd.kube.resources import JOBS, PERSISTENT_VOLUME_CLAIMS
 
 if TYPE_CHECKING:
@@ -375,18 +375,8 @@ async def _run(args: argparse.Namespace, target: Target) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    import aiohttp
-
     prog = getattr(args, "prog", f"aimd cache {args.action}")
     if args.all_namespaces and args.action != "ls":
         print(f"{prog}: a model cache lives in one namespace: use -n, not -A", file=sys.stderr)
         return 2
-    try:
-        return asyncio.run(_run(args, resolve(args)))
-    except TargetError as error:
-        print(f"{prog}: {error}", file=sys.stderr)
-    except ApiError as error:
-        print(f"{prog}: {error.message}", file=sys.stderr)
-    except (aiohttp.ClientError, OSError) as error:
-        print(f"{prog}: cannot reach the API server: {error}", file=sys.stderr)
-    return 1
+    return run_reporting(prog, _run(args, resolve(args)))

@@ -16,8 +16,10 @@ follows are followed here:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -169,3 +171,23 @@ def resolve(
     else:
         namespace = context_namespace(path, context) or "default"
     return Target(path, context, namespace)
+
+
+def run_reporting(prog: str, work: Coroutine[Any, Any, int], *quiet: type[Exception]) -> int:
+    """Runs a command against the cluster; what can go wrong there (no such context, the API
+    server's refusal, no route to it, and ``quiet`` errors of the command's own) is one line on
+    stderr and exit code 1, never a traceback."""
+    import aiohttp
+
+    from aimd.kube.errors import ApiError
+
+    said: tuple[type[Exception], ...] = (TargetError, *quiet)
+    try:
+        return asyncio.run(work)
+    except said as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+    except ApiError as error:
+        print(f"{prog}: {error.message}", file=sys.stderr)
+    except (aiohttp.ClientError, OSError) as error:
+        print(f"{prog}: cannot reach the API server: {error}", file=sys.stderr)
+    return 1

@@ -37,8 +37,8 @@ from aimd.api import kinds
 from aimd.api.meta import parse_time
 from aimd.api.resource import Resource
 from aimd.cli.cache import human_bytes
-from aimd.cli.target import TargetError, add_connection_flags, resolve
-from aimd.kube.errors import ApiError, Conflict, Forbidden, NotFound
+from aimd.cli.target import add_connection_flags, resolve, run_reporting
+from aimd.kube.errors import Conflict, Forbidden, NotFound
 from aimd.kube.resources import CUSTOM_RESOURCE_DEFINITIONS, DEPLOYMENTS, LEASES, PODS
 
 if TYPE_CHECKING:
@@ -517,18 +517,8 @@ async def run(args: argparse.Namespace, say: Say = print) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    import aiohttp
-
     problem = usage_problem(args)
     if problem:
         print(f"aimd uninstall: {problem}", file=sys.stderr)
         return 2
-    try:
-        return asyncio.run(run(args, lambda line: print(line, flush=True)))
-    except (Refused, TargetError) as error:
-        print(f"aimd uninstall: {error}", file=sys.stderr)
-    except ApiError as error:
-        print(f"aimd uninstall: {error.message}", file=sys.stderr)
-    except (aiohttp.ClientError, OSError) as error:
-        print(f"aimd uninstall: cannot reach the API server: {error}", file=sys.stderr)
-    return 1
+    return run_reporting("aimd uninstall", run(args, lambda line: print(line, flush=True)), Refused)

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
+from aimd import logs
 from aimd.download.plan import Plan
 from aimd.download.reasons import EXIT_CODES, DownloadFailed, Reason
 from aimd.download.report import (
@@ -33,6 +34,7 @@ from aimd.download.report import (
     failure_body,
     now_rfc3339,
     progress,
+    progress_status,
 )
 from aimd.download.source import resolve
 from aimd.download.transfer import Settings, Transfer
@@ -105,11 +107,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Logs as the controller does: the format it passes the Job (``AIMD_LOG_FORMAT``)."""
+    logs.setup(os.environ.get("AIMD_LOG_FORMAT", "text"), os.environ.get("AIMD_LOG_LEVEL", "info"))
 
 
 def unexpected(error: BaseException) -> DownloadFailed:
@@ -247,7 +246,7 @@ class _Attempt:
         status: dict[str, Any] = {}
         if transfer is not None:
             what = f"with {transfer.on_disk} of {transfer.total} bytes on disk"
-            status["progress"] = progress(transfer.total, transfer.on_disk, 0)
+            status.update(progress_status(progress(transfer.total, transfer.on_disk, 0)))
         failure = terminated(signum, what)
         log.warning("%s: %s", failure.reason, failure.message)
         status["lastDownloadFailure"] = {
@@ -293,7 +292,9 @@ class _Attempt:
             seconds = max(time.monotonic() - started, 1e-6)
             rate = int(transfer.fetched / seconds)
             final = progress(plan.total_bytes, plan.total_bytes, rate)
-            await self.reporter.patch_status({"resolvedRevision": plan.revision, "progress": final})
+            await self.reporter.patch_status(
+                {"resolvedRevision": plan.revision, **progress_status(final)}
+            )
             result: dict[str, Any] = {
                 "result": "Succeeded",
                 "uri": args.uri,
@@ -335,7 +336,7 @@ async def _fail(
         }
     }
     if transfer is not None:
-        status["progress"] = progress(transfer.total, transfer.on_disk, 0)
+        status.update(progress_status(progress(transfer.total, transfer.on_disk, 0)))
     await reporter.patch_status(status)
     emit(failure_body(failure), args.termination_log)
     return failure.exit_code
@@ -369,7 +370,9 @@ async def _report_progress(
     while True:
         rate = throughput.sample(transfer.fetched)
         now = progress(transfer.total, transfer.on_disk, rate)
-        if (now != said or first) and await reporter.patch_status({**first, "progress": now}):
+        if (now != said or first) and await reporter.patch_status(
+            {**first, **progress_status(now)}
+        ):
             first = {}
             said = now
         log.info("%d of %d bytes on disk, %.1f MB/s", transfer.on_disk, transfer.total, rate / 1e6)

@@ -1,4 +1,5 @@
-"""Every way a probe or download can fail: a stable CamelCase reason and a distinct exit code.
+"""Every way a probe or download can fail: a stable CamelCase reason (one of the API's, in
+:mod:`aimd.api.reasons`) and a distinct exit code.
 
 The controller turns the reason into the AIMModelCache's condition reason and may also read the
 exit code of the Job's container, so both are part of the contract and never change meaning.
@@ -6,22 +7,9 @@ exit code of the Job's container, so both are part of the contract and never cha
 
 from __future__ import annotations
 
-import enum
+from aimd.api.reasons import Reason
 
-
-class Reason(enum.StrEnum):
-    """Why an attempt failed; the value is what the MC's status and condition carry."""
-
-    SOURCE_NOT_FOUND = "SourceNotFound"
-    AUTH_FAILED = "AuthFailed"
-    RATE_LIMITED = "RateLimited"
-    STORAGE_FULL = "StorageFull"
-    VERIFICATION_FAILED = "VerificationFailed"
-    STALLED = "Stalled"
-    NETWORK_ERROR = "NetworkError"
-    INVALID_SOURCE = "InvalidSource"
-    INTERNAL_ERROR = "InternalError"
-    TERMINATED = "Terminated"
+__all__ = ["EXIT_CODES", "REASON_BY_EXIT_CODE", "DownloadFailed", "Reason"]
 
 
 EXIT_CODES: dict[Reason, int] = {

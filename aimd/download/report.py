@@ -128,6 +128,12 @@ def progress(total: int, downloaded: int, bytes_per_second: int) -> dict[str, in
     }
 
 
+def progress_status(done: dict[str, int]) -> dict[str, Any]:
+    """The status fields one progress report sets: ``progress`` and the ``displayPercentage``
+    that ``kubectl get aimmc`` shows (AIM's name), in the same patch."""
+    return {"progress": done, "displayPercentage": f"{done['percentage']}%"}
+
+
 def failure_body(failure: DownloadFailed) -> dict[str, Any]:
     body: dict[str, Any] = {"reason": str(failure.reason), "message": failure.message}
     if failure.retry_after is not None:

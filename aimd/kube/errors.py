@@ -19,6 +19,7 @@ class ApiError(Exception):
     reason: str
     message: str
     details: dict[str, Any] | None
+    retry_after: float | None  # the server's hint (Retry-After), sent with 429s and some 5xx
 
     def __init__(
         self,
@@ -26,12 +27,14 @@ class ApiError(Exception):
         reason: str = "",
         message: str = "",
         details: dict[str, Any] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(f"{status} {reason}: {message}" if reason else f"{status}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
         self.details = details
+        self.retry_after = retry_after
 
     @property
     def causes(self) -> list[dict[str, Any]]:
@@ -78,19 +81,6 @@ class Invalid(ApiError):
 
 class TooManyRequests(ApiError):
     """429: throttled by API priority and fairness; ``retry_after`` is the server's hint."""
-
-    retry_after: float | None
-
-    def __init__(
-        self,
-        status: int,
-        reason: str = "",
-        message: str = "",
-        details: dict[str, Any] | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(status, reason, message, details)
-        self.retry_after = retry_after
 
 
 class ServerError(ApiError):

@@ -6,6 +6,7 @@ spelled two ways is one cache (SPEC §4 B10, D5, E6, E7)."""
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,7 +21,7 @@ from aimd.caching.template_cache import TemplateCacheReconciler
 from aimd.dev.controlplane import ControlPlane
 from aimd.kube.client import KubeClient
 from aimd.kube.errors import Conflict
-from aimd.kube.resources import JOBS, PERSISTENT_VOLUME_CLAIMS, PODS, Resource
+from aimd.kube.resources import JOBS, PERSISTENT_VOLUME_CLAIMS, PODS, STORAGE_CLASSES, Resource
 from aimd.runtime import Manager
 from aimd.settings import Settings
 from tests.integration.test_caching_harness import (
@@ -377,3 +378,101 @@ async def test_one_model_spelled_two_ways_is_one_cache(
 
     await eventually(served, what="the template cache served by the existing cache")
     assert [mc["metadata"]["name"] for mc in await items(kube, MC, namespace)] == ["made-by-hand"]
+
+
+async def storage_class(kube: KubeClient, expandable: bool) -> str:
+    name = f"aimd-test-{secrets.token_hex(4)}"
+    body = {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": name},
+        "provisioner": "example.com/none",
+        "allowVolumeExpansion": expandable,
+    }
+    await kube.create(STORAGE_CLASSES, body)
+    return name
+
+
+async def fail_with_storage_full(kube: KubeClient, namespace: str, name: str) -> Object:
+    """Runs the cache's first attempt into StorageFull, as the download Job reports it."""
+    (job,) = await eventually(lambda: _jobs(kube, namespace, 1), what="the first attempt")
+    mc = await kube.get(MC, name, namespace)
+    failure = {"reason": "StorageFull", "message": "no space left on device"}
+    await set_status(kube, MC, mc, lastDownloadFailure=failure)
+    await finish(kube, job, ok=False)
+    failed: Object = await eventually(
+        lambda: _with_reason(kube, name, namespace, "StorageFull"), what="Failed: StorageFull"
+    )
+    return failed
+
+
+async def _jobs(kube: KubeClient, namespace: str, count: int) -> list[Object] | None:
+    found = await live_items(kube, JOBS, namespace)
+    return found if len(found) == count else None
+
+
+async def _with_reason(kube: KubeClient, name: str, namespace: str, reason: str) -> Object | None:
+    mc = await get_or_none(kube, MC, name, namespace)
+    return mc if ready(mc).get("reason") == reason else None
+
+
+async def test_a_full_volume_grows_when_its_storage_class_allows(
+    kube: KubeClient, namespace: str, aimd: Running
+) -> None:
+    """E6: StorageFull, then a larger spec.size: the volume is grown, and the download goes on."""
+    cls = await storage_class(kube, expandable=True)
+    await kube.create(MC, model_cache("big", "hf://org/big", storageClassName=cls), namespace)
+    async with kubelet(kube, namespace, hold=lambda job: True):
+        await eventually(lambda: _bound(kube, namespace), what="the volume bound")
+    failed = await fail_with_storage_full(kube, namespace, "big")
+    claim = failed["status"]["persistentVolumeClaim"]
+    await kube.patch(MC, "big", {"spec": {"size": "5Gi"}}, namespace)
+    await eventually(
+        lambda: _with_reason(kube, "big", namespace, "VolumeExpanding"), what="growing"
+    )
+    pvc = await kube.get(PERSISTENT_VOLUME_CLAIMS, claim, namespace)
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "6Gi"
+    # The resizer's part: the volume now holds what was asked.
+    await set_status(kube, PERSISTENT_VOLUME_CLAIMS, pvc, capacity={"storage": "6Gi"})
+    await eventually(lambda: _with_reason(kube, "big", namespace, "Downloading"), what="resumed")
+    assert (await kube.get(MC, "big", namespace))["status"]["persistentVolumeClaim"] == claim
+
+
+async def test_a_full_volume_that_cannot_grow_is_replaced_by_a_larger_one(
+    kube: KubeClient, namespace: str, aimd: Running
+) -> None:
+    cls = await storage_class(kube, expandable=False)
+    await kube.create(MC, model_cache("big", "hf://org/big", storageClassName=cls), namespace)
+    failed = await fail_with_storage_full(kube, namespace, "big")
+    claim = failed["status"]["persistentVolumeClaim"]
+    await kube.patch(MC, "big", {"spec": {"size": "5Gi"}}, namespace)
+
+    async def replaced() -> Object | None:
+        mc = await get_or_none(kube, MC, "big", namespace)
+        fresh = ((mc or {}).get("status") or {}).get("persistentVolumeClaim")
+        return (
+            mc
+            if fresh
+            and fresh != claim
+            and ready(mc).get("reason")
+            in (
+                "VolumeReplacing",
+                "Downloading",
+            )
+            else None
+        )
+
+    mc = await eventually(replaced, what="a larger volume in place of the full one")
+    larger = await kube.get(
+        PERSISTENT_VOLUME_CLAIMS, mc["status"]["persistentVolumeClaim"], namespace
+    )
+    assert larger["spec"]["resources"]["requests"]["storage"] == "6Gi"
+    await eventually(
+        lambda: _gone(kube, PERSISTENT_VOLUME_CLAIMS, claim, namespace), what="the full one gone"
+    )
+    await eventually(lambda: _with_reason(kube, "big", namespace, "Downloading"), what="retrying")
+
+
+async def _bound(kube: KubeClient, namespace: str) -> bool:
+    claims = await items(kube, PERSISTENT_VOLUME_CLAIMS, namespace)
+    return bool(claims) and all(c["status"].get("phase") == "Bound" for c in claims)

@@ -135,11 +135,14 @@ async def test_download_reports_progress_revision_and_failure(
     assert seen["resolvedRevision"] == COMMIT
     assert seen["progress"]["totalBytes"] == total
     assert 0 < seen["progress"]["downloadedBytes"] < total
+    assert seen["displayPercentage"] == f"{seen['progress']['percentage']}%"
     hub.piece_delay = 0
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
     assert json.loads(out.decode().splitlines()[-1])["result"] == "Succeeded"
-    final = (await status_of(kube, namespace, name))["progress"]
+    done = await status_of(kube, namespace, name)
+    final = done["progress"]
+    assert done["displayPercentage"] == "100%"
     assert final["percentage"] == 100
     assert final["downloadedBytes"] == total
 

@@ -11,7 +11,6 @@ from aimd.api.meta import MAX_LABEL_VALUE, label_value, rfc3339, set_condition
 from aimd.api.quantity import display_size, is_quantity
 from aimd.api.reasons import Reason
 from aimd.api.sources import SEGMENT_MESSAGE, segment_problem, source_key
-from aimd.download.reasons import Reason as DownloadReason
 from tests.support import REPO
 
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -78,10 +77,6 @@ def test_not_quantities(value: object) -> None:
 def test_sizes_read_as_people_write_them() -> None:
     assert display_size(17179869184) == "16.0GiB"
     assert display_size(512) == "512B"
-
-
-def test_the_download_jobs_reasons_are_reasons_of_the_api() -> None:
-    assert {r.value for r in DownloadReason} <= {r.value for r in Reason}
 
 
 def test_every_reason_the_docs_name_is_a_reason_of_the_api() -> None:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aimd.api.meta import rfc3339 as timestamp
+from aimd.api.types import ModelCache, Service, Template, TemplateCache, view
 from aimd.caching import builders, names
 from aimd.caching.model_cache import Observed, RetryPolicy, decide, jobs_to_remove, refused
 from aimd.caching.rules import worst
@@ -19,18 +20,22 @@ from aimd.kube.errors import Forbidden
 Object = dict[str, Any]
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 POLICY = RetryPolicy()
+JOBS = builders.Downloads("img")
 URI = "hf://org/model"
 
 
-def mc(size: str | None = "10Gi", **status: Any) -> Object:
+def mc(size: str | None = "10Gi", **status: Any) -> ModelCache:
     spec: Object = {"sourceUri": URI, "modelId": "org/model"}
     if size:
         spec["size"] = size
-    return {
-        "metadata": {"name": "mc", "namespace": "ns", "uid": "mc-uid", "generation": 1},
-        "spec": spec,
-        "status": status,
-    }
+    return view(
+        {
+            "metadata": {"name": "mc", "namespace": "ns", "uid": "mc-uid", "generation": 1},
+            "spec": spec,
+            "status": status,
+        },
+        ModelCache,
+    )
 
 
 CLAIM = names.pvc_name("mc", "mc-uid")
@@ -50,7 +55,7 @@ JOB0 = names.download_job_name("mc", "abcde-123", 0)
 
 
 def test_an_unknown_size_is_probed_before_any_volume() -> None:
-    plan = decide(mc(size=None), Observed(None, {}, READY), "img", NOW, POLICY)
+    plan = decide(mc(size=None), Observed(None, {}, READY), JOBS, NOW, POLICY)
     kinds = [body["kind"] for _, body in plan.creates]
     assert kinds == ["Job"]
     assert plan.creates[0][1]["spec"]["template"]["spec"]["containers"][0]["command"][:2] == [
@@ -62,13 +67,13 @@ def test_an_unknown_size_is_probed_before_any_volume() -> None:
 
 def test_a_probed_size_sizes_the_volume() -> None:
     probed = mc(size=None, probe={"sizeBytes": 20 * 1024**3})
-    plan = decide(probed, Observed(None, {}, READY), "img", NOW, POLICY)
+    plan = decide(probed, Observed(None, {}, READY), JOBS, NOW, POLICY)
     (claim,) = [body for _, body in plan.creates if body["kind"] == "PersistentVolumeClaim"]
     assert claim["spec"]["resources"]["requests"]["storage"] == "22Gi"
 
 
 def test_a_new_cache_gets_its_downloader_rights_and_volume_first() -> None:
-    plan = decide(mc(), Observed(None, {}, (False, False, False)), "img", NOW, POLICY)
+    plan = decide(mc(), Observed(None, {}, (False, False, False)), JOBS, NOW, POLICY)
     assert [b["kind"] for _, b in plan.creates] == [
         "ServiceAccount",
         "Role",
@@ -88,7 +93,7 @@ def test_a_new_cache_gets_its_downloader_rights_and_volume_first() -> None:
 
 
 def test_a_bound_volume_gets_a_download_job_and_progressing() -> None:
-    plan = decide(mc(), Observed(pvc(), {}, READY), "img", NOW, POLICY)
+    plan = decide(mc(), Observed(pvc(), {}, READY), JOBS, NOW, POLICY)
     (created,) = [b for _, b in plan.creates]
     assert created["metadata"]["name"] == JOB0
     pod = created["spec"]["template"]["spec"]
@@ -104,9 +109,9 @@ def test_a_bound_volume_gets_a_download_job_and_progressing() -> None:
 
 def test_available_needs_the_job_complete_and_the_volume_bound() -> None:
     jobs = {JOB0: job(JOB0, "Complete")}
-    waiting = decide(mc(), Observed(pvc("Pending"), jobs, READY), "img", NOW, POLICY)
+    waiting = decide(mc(), Observed(pvc("Pending"), jobs, READY), JOBS, NOW, POLICY)
     assert waiting.status["status"] == "Progressing"
-    done = decide(mc(), Observed(pvc(), jobs, READY), "img", NOW, POLICY)
+    done = decide(mc(), Observed(pvc(), jobs, READY), JOBS, NOW, POLICY)
     assert done.status["status"] == "Available"
     assert done.status["availableTime"] == timestamp(NOW)
     assert done.succeeded
@@ -115,7 +120,7 @@ def test_available_needs_the_job_complete_and_the_volume_bound() -> None:
 def test_a_failed_job_fails_the_cache_with_its_reason_and_a_retry_time() -> None:
     failing = mc(lastDownloadFailure={"reason": "AuthFailed", "message": "401"})
     jobs = {JOB0: job(JOB0, "Failed")}
-    plan = decide(failing, Observed(pvc(), jobs, READY), "img", NOW, POLICY)
+    plan = decide(failing, Observed(pvc(), jobs, READY), JOBS, NOW, POLICY)
     assert plan.status["status"] == "Failed"
     assert plan.status["failures"] == 1
     ready = plan.status["conditions"][-1]
@@ -129,12 +134,10 @@ def test_a_failed_cache_waits_for_its_retry_time_then_starts_a_new_job() -> None
     later = timestamp(NOW + timedelta(seconds=30))
     failed = mc(status="Failed", failures=1, nextRetryTime=later, job=JOB0)
     jobs = {JOB0: job(JOB0, "Failed")}
-    waiting = decide(failed, Observed(pvc(), jobs, READY), "img", NOW, POLICY)
+    waiting = decide(failed, Observed(pvc(), jobs, READY), JOBS, NOW, POLICY)
     assert not waiting.creates
     assert waiting.requeue_after == 30
-    retried = decide(
-        failed, Observed(pvc(), jobs, READY), "img", NOW + timedelta(minutes=1), POLICY
-    )
+    retried = decide(failed, Observed(pvc(), jobs, READY), JOBS, NOW + timedelta(minutes=1), POLICY)
     (created,) = [b for _, b in retried.creates]
     assert created["metadata"]["name"] == names.download_job_name("mc", "abcde-123", 1)
     assert retried.retried
@@ -151,7 +154,7 @@ def test_backoff_is_exponential_first_within_a_minute_capped_at_thirty() -> None
 
 def test_an_available_cache_whose_volume_vanished_downloads_again() -> None:
     available = mc(status="Available", job=JOB0, availableTime=timestamp(NOW))
-    plan = decide(available, Observed(None, {}, READY), "img", NOW, POLICY)
+    plan = decide(available, Observed(None, {}, READY), JOBS, NOW, POLICY)
     assert [b["kind"] for _, b in plan.creates] == ["PersistentVolumeClaim"]
     assert plan.status["status"] == "Progressing"
     assert plan.status["conditions"][-1]["reason"] == "VolumeLost"
@@ -159,38 +162,54 @@ def test_an_available_cache_whose_volume_vanished_downloads_again() -> None:
 
 def test_an_available_cache_writes_nothing_again() -> None:
     jobs = {JOB0: job(JOB0, "Complete")}
-    first = decide(mc(), Observed(pvc(), jobs, READY), "img", NOW, POLICY)
+    first = decide(mc(), Observed(pvc(), jobs, READY), JOBS, NOW, POLICY)
     settled = mc(**{k: v for k, v in first.status.items() if v is not None})
-    again = decide(settled, Observed(pvc(), jobs, READY), "img", NOW + timedelta(hours=1), POLICY)
+    again = decide(settled, Observed(pvc(), jobs, READY), JOBS, NOW + timedelta(hours=1), POLICY)
     assert not again.creates
     assert status_patch(settled, again.status) == {}
 
 
-def template(*uris: str) -> Object:
-    return {
-        "metadata": {"name": "tpl", "namespace": "ns", "uid": "tpl-uid"},
-        "spec": {
-            "image": "img",
-            "modelSources": [{"modelId": f"org/m{i}", "sourceUri": u} for i, u in enumerate(uris)],
+def template(*uris: str) -> Template:
+    return view(
+        {
+            "metadata": {"name": "tpl", "namespace": "ns", "uid": "tpl-uid"},
+            "spec": {
+                "image": "img",
+                "modelSources": [
+                    {"modelId": f"org/m{i}", "sourceUri": u} for i, u in enumerate(uris)
+                ],
+            },
+            "status": {},
         },
-        "status": {},
-    }
+        Template,
+    )
 
 
-def tc() -> Object:
-    return {
-        "metadata": {"name": "tc", "namespace": "ns", "uid": "tc-uid"},
-        "spec": {"templateName": "tpl"},
-        "status": {},
-    }
+def tc() -> TemplateCache:
+    return view(
+        {
+            "metadata": {"name": "tc", "namespace": "ns", "uid": "tc-uid"},
+            "spec": {"templateName": "tpl"},
+            "status": {},
+        },
+        TemplateCache,
+    )
 
 
-def named_mc(name: str, uri: str, status: str, created: str = "2026-01-01T00:00:00Z") -> Object:
-    return {
-        "metadata": {"name": name, "namespace": "ns", "uid": name, "creationTimestamp": created},
-        "spec": {"sourceUri": uri},
-        "status": {"status": status, "persistentVolumeClaim": f"{name}-data"},
-    }
+def named_mc(name: str, uri: str, status: str, created: str = "2026-01-01T00:00:00Z") -> ModelCache:
+    return view(
+        {
+            "metadata": {
+                "name": name,
+                "namespace": "ns",
+                "uid": name,
+                "creationTimestamp": created,
+            },
+            "spec": {"sourceUri": uri},
+            "status": {"status": status, "persistentVolumeClaim": f"{name}-data"},
+        },
+        ModelCache,
+    )
 
 
 def test_a_template_cache_is_the_worst_of_its_model_caches() -> None:
@@ -228,12 +247,15 @@ def test_invalid_templates_name_the_bad_field() -> None:
     assert fields == {"spec.modelSources[0].modelId", "spec.modelSources[0].sourceUri"}
 
 
-def svc(cache: bool = True) -> Object:
-    return {
-        "metadata": {"name": "svc", "namespace": "ns", "uid": "svc-uid", "generation": 1},
-        "spec": {"templateName": "tpl", "cacheModel": cache, "replicas": 1},
-        "status": {},
-    }
+def svc(cache: bool = True) -> Service:
+    return view(
+        {
+            "metadata": {"name": "svc", "namespace": "ns", "uid": "svc-uid", "generation": 1},
+            "spec": {"templateName": "tpl", "cacheModel": cache, "replicas": 1},
+            "status": {},
+        },
+        Service,
+    )
 
 
 def test_a_service_without_its_template_is_pending() -> None:
@@ -245,13 +267,16 @@ def test_a_service_without_its_template_is_pending() -> None:
 
 def test_a_service_reuses_the_available_template_cache_of_its_template() -> None:
     resolved = Resolved(template("hf://a/a"), "Namespace")
-    pending = {**tc(), "status": {"status": "Pending"}}
-    ready = {
-        **tc(),
-        "metadata": {**tc()["metadata"], "name": "tc2", "uid": "tc2"},
-        "status": {"status": "Available"},
-    }
-    other = {**tc(), "spec": {"templateName": "else"}}
+    pending = view({**tc(), "status": {"status": "Pending"}}, TemplateCache)
+    ready = view(
+        {
+            **tc(),
+            "metadata": {**tc()["metadata"], "name": "tc2", "uid": "tc2"},
+            "status": {"status": "Available"},
+        },
+        TemplateCache,
+    )
+    other = view({**tc(), "spec": {"templateName": "else"}}, TemplateCache)
     assert reusable_template_cache([pending, ready, other], resolved) is ready
 
 
@@ -265,7 +290,9 @@ def test_a_service_with_an_available_cache_mounts_every_model_read_only() -> Non
             ],
         }
     }
-    deployment = builders.deployment(svc(), template("hf://a/a"), mounts_of(cache))
+    deployment = builders.deployment(
+        svc(), template("hf://a/a"), mounts_of(view(cache, TemplateCache))
+    )
     pod = deployment["spec"]["template"]["spec"]
     mounts = pod["containers"][0]["volumeMounts"]
     assert [m["mountPath"] for m in mounts] == [
@@ -286,7 +313,7 @@ def test_a_service_without_caching_mounts_nothing() -> None:
     assert "volumeMounts" not in pod["containers"][0]
 
 
-def retry_annotated(status: Object, value: str) -> Object:
+def retry_annotated(status: Object, value: str) -> ModelCache:
     cache = mc(**status)
     cache["metadata"]["annotations"] = {"aim.eai.amd.com/retry": value}
     return cache
@@ -296,17 +323,17 @@ def test_a_retry_request_cuts_the_backoff_short_once() -> None:
     later = timestamp(NOW + timedelta(minutes=10))
     failed = {"status": "Failed", "failures": 3, "nextRetryTime": later, "job": JOB0}
     jobs = {JOB0: job(JOB0, "Failed")}
-    asked = decide(retry_annotated(failed, "t1"), Observed(pvc(), jobs, READY), "img", NOW, POLICY)
+    asked = decide(retry_annotated(failed, "t1"), Observed(pvc(), jobs, READY), JOBS, NOW, POLICY)
     assert [b["kind"] for _, b in asked.creates] == ["Job"]
     assert asked.status["retryRequest"] == "t1"
     spent = retry_annotated({**failed, "retryRequest": "t1"}, "t1")
-    waiting = decide(spent, Observed(pvc(), jobs, READY), "img", NOW, POLICY)
+    waiting = decide(spent, Observed(pvc(), jobs, READY), JOBS, NOW, POLICY)
     assert not waiting.creates
 
 
 def test_a_retry_request_while_nothing_failed_is_spent() -> None:
     downloading = retry_annotated({"status": "Progressing", "job": JOB0}, "t1")
-    plan = decide(downloading, Observed(pvc(), {JOB0: job(JOB0, None)}, READY), "img", NOW, POLICY)
+    plan = decide(downloading, Observed(pvc(), {JOB0: job(JOB0, None)}, READY), JOBS, NOW, POLICY)
     assert plan.status["retryRequest"] == "t1"
 
 
@@ -314,14 +341,14 @@ def test_a_changed_spec_cuts_the_backoff_short() -> None:
     later = timestamp(NOW + timedelta(minutes=10))
     failed = mc(status="Failed", failures=2, nextRetryTime=later, job=JOB0, observedGeneration=1)
     failed["metadata"]["generation"] = 2
-    plan = decide(failed, Observed(pvc(), {JOB0: job(JOB0, "Failed")}, READY), "img", NOW, POLICY)
+    plan = decide(failed, Observed(pvc(), {JOB0: job(JOB0, "Failed")}, READY), JOBS, NOW, POLICY)
     assert [b["kind"] for _, b in plan.creates] == ["Job"]
 
 
 def test_a_cache_re_created_under_an_old_name_waits_for_the_old_volume() -> None:
     """E6: the successor never POSTs into its namesake's volume, and says why it waits."""
     old_volume = {"metadata": {"name": "mc-data", "uid": "old", "deletionTimestamp": "x"}}
-    plan = decide(mc(), Observed(None, {}, READY, (old_volume,)), "img", NOW, POLICY)
+    plan = decide(mc(), Observed(None, {}, READY, (old_volume,)), JOBS, NOW, POLICY)
     assert plan.creates == []
     assert plan.status["status"] == "Pending"
     ready = plan.status["conditions"][-1]
@@ -335,7 +362,7 @@ def test_each_volume_name_serves_one_volume_only() -> None:
     assert names.pvc_name("mc", "uid-2") != first, "a re-created cache gets another claim"
     assert names.pvc_name("mc", "uid-1", replaces=first) != first, "so does a lost volume"
     lost = mc(status="Available", job=JOB0, persistentVolumeClaim=CLAIM)
-    plan = decide(lost, Observed(None, {}, READY), "img", NOW, POLICY)
+    plan = decide(lost, Observed(None, {}, READY), JOBS, NOW, POLICY)
     (claim,) = [body for _, body in plan.creates if body["kind"] == "PersistentVolumeClaim"]
     assert claim["metadata"]["name"] == names.pvc_name("mc", "mc-uid", replaces=CLAIM) != CLAIM
     assert plan.status["persistentVolumeClaim"] == claim["metadata"]["name"]
@@ -345,7 +372,7 @@ def test_an_available_cache_says_so_completely() -> None:
     """E7: progress at 100 % with the bytes, though the download never reported its last tick."""
     downloading = mc(progress={"totalBytes": 1000, "downloadedBytes": 600, "percentage": 60})
     plan = decide(
-        downloading, Observed(pvc(), {JOB0: job(JOB0, "Complete")}, READY), "i", NOW, POLICY
+        downloading, Observed(pvc(), {JOB0: job(JOB0, "Complete")}, READY), JOBS, NOW, POLICY
     )
     assert plan.status["status"] == "Available"
     assert plan.status["progress"] == {
@@ -389,3 +416,53 @@ def test_a_refused_child_is_said_in_the_servers_words_and_retried_on_a_bounded_b
     _, later_delay = refused(still, error, NOW + timedelta(minutes=2))
     _, much_later = refused(still, error, NOW + timedelta(hours=5))
     assert 0 < first_delay < later_delay < much_later <= 300
+
+
+def sized_pvc(request: str, capacity: str | None = None) -> Object:
+    claim = pvc()
+    claim["spec"] = {"resources": {"requests": {"storage": request}}}
+    if capacity:
+        claim["status"]["capacity"] = {"storage": capacity}
+    return claim
+
+
+def test_a_volume_too_small_grows_when_its_storage_class_allows() -> None:
+    """E6: after StorageFull a person raises spec.size; an expandable volume is grown in place."""
+    bigger = mc(size="20Gi", status="Failed", failures=1, job=JOB0)
+    seen = Observed(sized_pvc("11Gi", "11Gi"), {}, READY, expandable=True)
+    plan = decide(bigger, seen, JOBS, NOW, POLICY)
+    assert [(p["metadata"]["name"], size) for p, size in plan.resizes] == [(CLAIM, "22Gi")]
+    assert plan.creates == []
+    assert plan.status["conditions"][-1]["reason"] == "VolumeExpanding"
+    growing = Observed(sized_pvc("22Gi", "11Gi"), {}, READY, expandable=True)
+    waiting = decide(bigger, growing, JOBS, NOW, POLICY)
+    assert waiting.resizes == []
+    assert waiting.creates == []
+    assert waiting.status["conditions"][-1]["reason"] == "VolumeExpanding"
+    grown = decide(bigger, Observed(sized_pvc("22Gi", "22Gi"), {}, READY), JOBS, NOW, POLICY)
+    assert [body["kind"] for _, body in grown.creates] == ["Job"]
+
+
+def test_a_volume_too_small_that_cannot_grow_is_replaced_on_the_next_attempt() -> None:
+    failed = mc(size="20Gi", status="Failed", failures=1, job=JOB0, observedGeneration=1)
+    failed["metadata"]["generation"] = 2
+    job1 = names.download_job_name("mc", "abcde-123", 1)
+    running = decide(
+        failed, Observed(sized_pvc("11Gi"), {job1: job(job1, None)}, READY), JOBS, NOW, POLICY
+    )
+    assert running.retired_volumes == [], "an attempt under way finishes on its volume first"
+    plan = decide(failed, Observed(sized_pvc("11Gi"), {}, READY), JOBS, NOW, POLICY)
+    (claim,) = [body for _, body in plan.creates if body["kind"] == "PersistentVolumeClaim"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "22Gi"
+    assert claim["metadata"]["name"] != CLAIM
+    assert [v["metadata"]["name"] for v in plan.retired_volumes] == [CLAIM]
+    assert plan.status["persistentVolumeClaim"] == claim["metadata"]["name"]
+    assert plan.status["conditions"][-1]["reason"] == "VolumeReplacing"
+
+
+def test_an_available_cache_keeps_its_volume_whatever_the_size_says() -> None:
+    available = mc(size="20Gi", status="Available", job=JOB0, persistentVolumeClaim=CLAIM)
+    plan = decide(available, Observed(sized_pvc("11Gi"), {}, READY), JOBS, NOW, POLICY)
+    assert plan.status["status"] == "Available"
+    assert plan.retired_volumes == []
+    assert plan.resizes == []

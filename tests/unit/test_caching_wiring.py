@@ -3,11 +3,13 @@ index filled by hand (no server: these are pure functions of the index)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, cast
 
 from aimd.api.sources import source_key
+from aimd.api.types import ModelCache, Template, view
 from aimd.caching import wiring
-from aimd.caching.state import State
+from aimd.caching.state import State, Store
 from aimd.kube.client import KubeClient
 from aimd.kube.resources import Resource
 from aimd.runtime import Informer, Manager
@@ -34,6 +36,10 @@ class Declarations:
         return self.informers[key]
 
 
+def add(store: Store[Any], obj: Mapping[str, Any]) -> None:
+    store.informer.changed("ADDED", dict(obj))
+
+
 def blank() -> State:
     return State(cast(Manager, Declarations()))
 
@@ -42,9 +48,11 @@ def meta(name: str, **extra: Any) -> Object:
     return {"name": name, "namespace": NS, "uid": f"uid-{name}", "resourceVersion": "1", **extra}
 
 
-def template(name: str, *uris: str) -> Object:
+def template(name: str, *uris: str) -> Template:
     sources = [{"modelId": f"org/m{i}", "sourceUri": uri} for i, uri in enumerate(uris)]
-    return {"metadata": meta(name), "spec": {"image": "img", "modelSources": sources}}
+    return view(
+        {"metadata": meta(name), "spec": {"image": "img", "modelSources": sources}}, Template
+    )
 
 
 def template_cache(name: str, template_name: str, *listed: str) -> Object:
@@ -55,8 +63,8 @@ def template_cache(name: str, template_name: str, *listed: str) -> Object:
     }
 
 
-def model_cache(name: str, uri: str) -> Object:
-    return {"metadata": meta(name), "spec": {"sourceUri": uri}}
+def model_cache(name: str, uri: str) -> ModelCache:
+    return view({"metadata": meta(name), "spec": {"sourceUri": uri}}, ModelCache)
 
 
 def service(name: str, template_name: str) -> Object:
@@ -72,7 +80,7 @@ def test_a_model_cache_wakes_every_template_cache_that_needs_or_lists_its_uri() 
         (s.template_caches, template_cache("lists", "b", "hf://org/model")),
         (s.template_caches, template_cache("other", "b")),
     ):
-        store.informer.changed("ADDED", obj)
+        add(store, obj)
     keys = wiring.on_model_cache(s, None, model_cache("mc", "hf://org/model"))
     assert keys.model_caches == {(NS, source_key("hf://org/model"))}
     assert keys.template_caches == {(NS, "needs"), (NS, "lists")}
@@ -80,10 +88,10 @@ def test_a_model_cache_wakes_every_template_cache_that_needs_or_lists_its_uri() 
 
 def test_a_template_wakes_its_caches_services_and_the_uris_it_needs_before_and_after() -> None:
     s = blank()
-    s.template_caches.informer.changed("ADDED", template_cache("tc", "a"))
-    s.services.informer.changed("ADDED", service("svc", "a"))
+    add(s.template_caches, template_cache("tc", "a"))
+    add(s.services, service("svc", "a"))
     old, new = template("a", "hf://org/old"), template("a", "hf://org/new")
-    s.templates_ns.informer.changed("ADDED", new)
+    add(s.templates_ns, new)
     keys = wiring.on_template(s, old, new)
     assert keys.templates == {(NS, "a")}
     assert keys.template_caches == {(NS, "tc")}
@@ -94,7 +102,7 @@ def test_a_template_wakes_its_caches_services_and_the_uris_it_needs_before_and_a
 def test_a_child_wakes_the_uri_of_the_model_cache_that_owns_it() -> None:
     mc = model_cache("mc", "s3://bucket/prefix/")
     s = blank()
-    s.model_caches.informer.changed("ADDED", mc)
+    add(s.model_caches, mc)
     pvc = {"metadata": {**meta("mc-data"), "ownerReferences": [{"uid": "uid-mc"}]}}
     assert wiring.on_model_cache_child(s, None, pvc).model_caches == {(NS, "s3://bucket/prefix")}
     stranger = {"metadata": {**meta("x"), "ownerReferences": [{"uid": "nobody"}]}}
@@ -104,7 +112,7 @@ def test_a_child_wakes_the_uri_of_the_model_cache_that_owns_it() -> None:
 def test_a_workload_wakes_the_service_that_owns_it_by_uid_not_label() -> None:
     s = blank()
     long_name = "s" * 120
-    s.services.informer.changed("ADDED", service(long_name, "a"))
+    add(s.services, service(long_name, "a"))
     deployment = {
         "metadata": {**meta("short"), "ownerReferences": [{"uid": f"uid-{long_name}"}]},
     }
@@ -113,8 +121,8 @@ def test_a_workload_wakes_the_service_that_owns_it_by_uid_not_label() -> None:
 
 def test_a_terminating_namespace_wakes_every_finalized_object_in_it() -> None:
     s = blank()
-    s.template_caches.informer.changed("ADDED", template_cache("tc", "a"))
-    s.services.informer.changed("ADDED", service("svc", "a"))
+    add(s.template_caches, template_cache("tc", "a"))
+    add(s.services, service("svc", "a"))
     live = {"metadata": {"name": NS, "resourceVersion": "1"}}
     assert wiring.on_namespace(s, None, live) == wiring.Keys()
     going = {"metadata": {**live["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}}

@@ -211,7 +211,8 @@ def filled_in(expr: str) -> str:
 # One value per label, as aimd would export it; the cache metrics' namespace is the cache's.
 LABEL_VALUES = {
     "controller": "modelcache", "name": "modelcache", "result": "reused", "code": "200",
-    "method": "GET", "host": "10.0.0.1:443", "resource": "aimmodelcaches", "type": "added",
+    "method": "GET", "verb": "GET", "host": "10.0.0.1:443", "resource": "aimmodelcaches",
+    "type": "added",
     "reason": "AuthFailed", "status": "Progressing", "model_cache": "llama", "namespace": "ml",
 }  # fmt: skip
 TARGET = {"job": "aimd", "instance": "10.0.0.1:8080", "pod": "aimd-0", "namespace": "aimd-system"}
