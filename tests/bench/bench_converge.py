@@ -14,7 +14,7 @@ user of its own, so its writes, its /metrics and its peak RSS (``VmHWM``) are it
 benchmark plays the kubelet for everyone alike (:mod:`~tests.bench.converge.standin`). Reported:
 the time from "all inputs created" to "every service Running", against the floor (a script that
 makes exactly the minimum writes as fast as the API server allows, with the same kubelet, on the
-same control plane; run before and after aimd's runs), and against the client-side limiter's own
+same control plane; run before and after each aimd run), and against the client-side limiter's own
 bound ((minimum - burst) / QPS); aimd's writes without Events against the minimum, per kind;
 writes during an idle period afterwards (target 0); peak RSS; and per controller the reconciles
 per key and p50/p99 reconcile latency, interpolated from the buckets of aimd's own
@@ -71,36 +71,40 @@ async def measure_size(
             profile_rate=args.profile_rate if args.profile else 0,
         )
         try:
-            floors = []
-            runs = []
-            print(f"\n{size}: floor ...", flush=True)
-            floors.append(await bench.floor(size, floor_client))
-            print(f"{size}: floor {floors[-1].seconds:.1f} s", flush=True)
+            # The floor runs before and after each aimd run, and each run is held against the
+            # mean of the two beside it: on a shared machine the load moves within minutes.
+            floors = [await floor(bench, size, floor_client)]
+            results: Results = []
             for rate in rates:
                 print(f"{size}: aimd at QPS {rate} ... (load {procs.load_average()})", flush=True)
                 run = await bench.aimd(size, rate, idle_seconds(size, args.idle))
                 print(f"{size}: aimd at QPS {rate}: {run.seconds:.1f} s", flush=True)
-                runs.append(run)
-            for _ in range(args.floor_runs - 1):
-                floors.append(await bench.floor(size, floor_client))
-                print(f"{size}: floor {floors[-1].seconds:.1f} s", flush=True)
+                floors.append(await floor(bench, size, floor_client))
+                results.append((run, floors[-2:]))
         finally:
             await floor_client.close()
             await admin.close()
     finally:
         plane.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    return [(run, floors) for run in runs]
+    return results
+
+
+async def floor(bench: Bench, size: Size, client: KubeClient) -> FloorResult:
+    print(f"{size}: floor ... (load {procs.load_average()})", flush=True)
+    result = await bench.floor(size, client)
+    print(f"{size}: floor {result.seconds:.1f} s", flush=True)
+    return result
 
 
 def rates_from(args: argparse.Namespace) -> list[Rate]:
     if not args.kube_api_qps:
-        return list(DEFAULT_RATES)
+        return [Rate(r.qps, r.burst, args.workers) for r in DEFAULT_RATES]
     bursts = list(args.kube_api_burst or [])
     rates = []
     for number, qps in enumerate(args.kube_api_qps):
         burst = bursts[number] if number < len(bursts) else max(1, round(qps * 1.5))
-        rates.append(Rate(qps, burst))
+        rates.append(Rate(qps, burst, args.workers))
     return rates
 
 
@@ -151,8 +155,8 @@ def main() -> None:
     parser.add_argument(
         "--kube-api-burst", type=int, action="append", help="aimd's burst, paired with each QPS"
     )
+    parser.add_argument("--workers", type=int, help="aimd's --workers (default: aimd's own)")
     parser.add_argument("--idle", type=float, help="idle seconds after convergence (20; 60 ≥1,000)")
-    parser.add_argument("--floor-runs", type=int, default=2, help="floor runs per size (2)")
     parser.add_argument("--sample-interval", type=float, default=2.0, help="/metrics scrapes (s)")
     parser.add_argument("--profile", action="store_true", help="py-spy each aimd run")
     parser.add_argument("--profile-rate", type=int, default=50, help="py-spy samples a second")

@@ -32,7 +32,7 @@ from tests.bench.converge.scenario import TEMPLATE_SIZE, Size, model_id, uri
 from tests.bench.converge.standin import CONCURRENCY, StandInKubelet
 
 Object = dict[str, Any]
-IMAGE = "example.com/aimd:bench"
+DOWNLOADS = builders.Downloads("example.com/aimd:bench")
 
 
 class Floor:
@@ -155,7 +155,7 @@ class Floor:
         )
         job = names.download_job_name(mc["metadata"]["name"], pvc["metadata"]["uid"], 0)
         await asyncio.gather(
-            self.create(JOBS, builders.download_job(mc, job, claim, IMAGE)),
+            self.create(JOBS, builders.download_job(mc, job, claim, DOWNLOADS)),
             self.status(kinds.MODEL_CACHES, mc["metadata"]["name"], {"status": "Progressing"}),
         )
         return claim

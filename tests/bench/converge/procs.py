@@ -32,3 +32,11 @@ def memory(pid: int, field: str) -> int:
 
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def machine_busy() -> float:
+    """CPU seconds every process on the machine has used since boot (all cores: /proc/stat's
+    busy time), to tell how much of the machine other work took during a run."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / TICKS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from collections import Counter
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 from tests.bench.converge import audit
 from tests.bench.converge.runs import CONTROLLERS, AimdResult, FloorResult
 
+CPUS = os.cpu_count() or 1
 SHORT = {"template": "tpl", "templatecache": "tc", "modelcache": "mc", "service": "svc"}
 
 
@@ -82,12 +84,17 @@ def details(run: AimdResult, floors: Sequence[FloorResult]) -> str:
         f"### {size} at QPS {run.rate}" + (" (profiled)" if run.profiled else ""),
         "",
         f"load average {run.load[0]} before, {run.load[1]} after; CPU seconds while converging: "
-        f"aimd {run.cpu:.1f}, kube-apiserver {run.apiserver_cpu:.1f}, etcd {run.etcd_cpu:.1f} "
-        f"(of {run.seconds:.1f} s wall); client-side limiter: {run.limiter_wait:.1f} s waited "
+        f"aimd {run.cpu:.1f}, kube-apiserver {run.apiserver_cpu:.1f}, etcd {run.etcd_cpu:.1f}, "
+        f"the rest of the machine {run.others_cpu:.1f} (of {CPUS * run.seconds:.0f} on {CPUS} "
+        f"cores in {run.seconds:.1f} s); client-side limiter: {run.limiter_wait:.1f} s waited "
         f"over {run.limiter_requests:.0f} requests; aimd's own count of its writes "
         f"(rest_client_requests_total) {run.writes:,}, the audit log's {len(run.audited):,}; "
         "floor writes "
-        + ", ".join(f"{f.writes:,} (audited {f.audited:,}) in {f.seconds:.1f} s" for f in floors)
+        + ", ".join(
+            f"{f.writes:,} (audited {f.audited:,}) in {f.seconds:.1f} s (kube-apiserver "
+            f"{f.apiserver_cpu:.0f} CPU s, the rest of the machine {f.others_cpu:.0f})"
+            for f in floors
+        )
         + ".",
         "",
     ]
@@ -154,7 +161,8 @@ def details(run: AimdResult, floors: Sequence[FloorResult]) -> str:
         top = ", ".join(f"{seq} x{n:,}" for seq, n in sequences.most_common(4))
         parts.append(f"- {resource}: {top}")
     event_reasons = Counter(w.verb for w in audit.events(run.audited))
-    parts += ["", f"Events: {dict(event_reasons)}"]
+    dropped = ", ".join(f"{k} {v:.0f}" for k, v in sorted(run.events_dropped.items()))
+    parts += ["", f"Event writes: {dict(event_reasons)}; Events dropped: {dropped}"]
     if run.warnings:
         parts.append(
             "aimd logged: " + "; ".join(f"{k} x{n}" for k, n in run.warnings.most_common(5))

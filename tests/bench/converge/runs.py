@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -43,13 +45,20 @@ SETTLE = 3.0  # seconds after the last Running before the write count is read
 
 @dataclass(frozen=True)
 class Rate:
-    """``--kube-api-qps`` / ``--kube-api-burst``; qps <= 0 switches the limiter off."""
+    """``--kube-api-qps`` / ``--kube-api-burst`` (qps <= 0 switches the limiter off), and
+    ``--workers`` when the run sets it."""
 
     qps: float
     burst: int
+    workers: int | None = None
 
     def __str__(self) -> str:
-        return "unlimited" if self.qps <= 0 else f"{self.qps:g}/{self.burst}"
+        rate = "unlimited" if self.qps <= 0 else f"{self.qps:g}/{self.burst}"
+        return rate if self.workers is None else f"{rate}, {self.workers} workers"
+
+    def flags(self) -> list[str]:
+        flags = [f"--kube-api-qps={self.qps:g}", f"--kube-api-burst={self.burst}"]
+        return flags if self.workers is None else [*flags, f"--workers={self.workers}"]
 
     def bound(self, writes: int) -> float:
         """The fewest seconds the limiter allows ``writes`` requests to take (0: none)."""
@@ -82,9 +91,11 @@ class AimdResult:
     cpu: float  # aimd's CPU seconds while converging
     apiserver_cpu: float
     etcd_cpu: float
+    others_cpu: float  # CPU seconds the rest of the machine (other engineers' work) used meanwhile
     limiter_wait: float  # seconds all requests together waited for the client-side limiter
     limiter_requests: float
     controllers: dict[str, ControllerStats]
+    events_dropped: dict[str, float]  # aim_events_dropped_total by reason
     warnings: Counter[str]  # aimd's WARNING/ERROR log lines, by their message's start
     load: tuple[str, str]
     profiled: bool
@@ -105,6 +116,8 @@ class FloorResult:
     writes: int
     audited: int
     load: tuple[str, str]
+    others_cpu: float
+    apiserver_cpu: float
 
 
 async def create_namespace(kube: KubeClient, namespace: str) -> None:
@@ -288,7 +301,9 @@ class Bench:
 
     async def aimd(self, size: Size, rate: Rate, idle: float) -> AimdResult:
         namespace = self._namespace("aimd")
-        stem = f"{size.services}-{size.templates}-{size.uris}-qps-{str(rate).replace('/', '-')}"
+        stem = f"{size.services}-{size.templates}-{size.uris}-qps-" + re.sub(
+            r"[^a-z0-9]+", "-", str(rate)
+        )
         log_path = self.artifacts / f"aimd-{stem}.log"
         metrics_port, health_port = free_port(), free_port()
         await create_namespace(self.admin, namespace)
@@ -304,8 +319,7 @@ class Bench:
                     f"--health-probe-bind-address=127.0.0.1:{health_port}",
                     "--image=example.com/aimd:bench",
                     "--log-level=warning",
-                    f"--kube-api-qps={rate.qps:g}",
-                    f"--kube-api-burst={rate.burst}",
+                    *rate.flags(),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -327,7 +341,9 @@ class Bench:
             etcd = self.plane.processes["etcd"].pid
             load_before = procs.load_average()
             await create_inputs(self.admin, namespace, size)
-            cpu = [procs.cpu_seconds(p) for p in (process.pid, apiserver, etcd)]
+            ours = (process.pid, apiserver, etcd, *self._own_pids())
+            cpu = [procs.cpu_seconds(p) for p in ours]
+            busy = procs.machine_busy()
             started = time.monotonic()
             if self.profile_rate:
                 profiler = _start_profiler(process.pid, profile_path, self.profile_rate)
@@ -335,10 +351,8 @@ class Bench:
                 services.until(lambda: running.value >= size.services), self.timeout
             )
             seconds = time.monotonic() - started
-            used = [
-                procs.cpu_seconds(p) - c
-                for p, c in zip((process.pid, apiserver, etcd), cpu, strict=True)
-            ]
+            used = [procs.cpu_seconds(p) - c for p, c in zip(ours, cpu, strict=True)]
+            others = procs.machine_busy() - busy - sum(used)
             load_after = procs.load_average()
             if profiler is not None:
                 title = f"aimd, {size} services/templates/URIs, QPS {rate}"
@@ -365,9 +379,11 @@ class Bench:
                 cpu=used[0],
                 apiserver_cpu=used[1],
                 etcd_cpu=used[2],
+                others_cpu=others,
                 limiter_wait=promtext.total(final, f"{limiter}_sum"),
                 limiter_requests=promtext.total(final, f"{limiter}_count"),
                 controllers=_controllers(final, sampler.peaks),
+                events_dropped=promtext.by_label(final, "aim_events_dropped_total", "reason"),
                 warnings=Counter(),
                 load=(load_before, load_after),
                 profiled=bool(self.profile_rate),
@@ -399,13 +415,28 @@ class Bench:
             await kubelet.start()
             await create_inputs(self.admin, namespace, size)
             floor = Floor(client, namespace, kubelet)
+            ours = [p.pid for p in self.plane.processes.values()] + [os.getpid()]
+            apiserver = self.plane.processes["kube-apiserver"].pid
+            cpu, busy = sum(procs.cpu_seconds(p) for p in ours), procs.machine_busy()
+            apiserver_cpu = procs.cpu_seconds(apiserver)
             seconds = await asyncio.wait_for(floor.run(size), self.timeout)
+            apiserver_cpu = procs.cpu_seconds(apiserver) - apiserver_cpu
+            others = procs.machine_busy() - busy - (sum(procs.cpu_seconds(p) for p in ours) - cpu)
         finally:
             await kubelet.stop()
         load_after = procs.load_average()
         await delete_namespace(self.admin, namespace)
         audited = audit.of(audit.read(self.plane.audit_log, namespace), audit.FLOOR_USER)
-        return FloorResult(seconds, floor.writes, len(audited), (load_before, load_after))
+        return FloorResult(
+            seconds, floor.writes, len(audited), (load_before, load_after), others, apiserver_cpu
+        )
+
+    def _own_pids(self) -> list[int]:
+        """The benchmark itself and the rest of the control plane."""
+        rest = [
+            p.pid for n, p in self.plane.processes.items() if n not in ("kube-apiserver", "etcd")
+        ]
+        return [os.getpid(), *rest]
 
     def _save_depths(self, stem: str, result: AimdResult) -> None:
         lines = ["seconds," + ",".join(CONTROLLERS)]
