@@ -367,6 +367,15 @@ def test_two_replicas_elect_a_leader(objects: list[Object], manager: dict[str, A
     assert "--leader-election-id=aimd-leader" in manager["args"]
 
 
+def test_the_rate_limit_is_the_recommended_one_not_the_codes_default(
+    manager: dict[str, Any],
+) -> None:
+    # 20/30 (controller-runtime's, the flags' default) is the whole convergence time at a
+    # thousand services; the README's table shows both.
+    assert "--kube-api-qps=200" in manager["args"]
+    assert "--kube-api-burst=300" in manager["args"]
+
+
 def test_a_drain_leaves_a_replica_to_take_the_lease(objects: list[Object]) -> None:
     budget = one(objects, "PodDisruptionBudget")["spec"]
     assert budget["minAvailable"] == 1
