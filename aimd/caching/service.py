@@ -61,6 +61,28 @@ def mounts_of(tc: TemplateCache) -> list[tuple[str, str]]:
     ]
 
 
+def what_a_service_reads(tc: TemplateCache) -> tuple[object, ...]:
+    """The part of a TC that any service's pass depends on: which TC it is, whether it is live,
+    who made it, whether it is Available (and then its volumes) or Failed (and then why).
+
+    Pending and Progressing read alike: a waiting service says the same either way. A TC event
+    that leaves this unchanged (its finalizer, owner reference, a step of its progress) wakes no
+    service; at a thousand services that was most of their passes.
+    """
+    meta = tc["metadata"]
+    state = rules.cache_status(tc)
+    return (
+        meta.get("uid"),
+        bool(meta.get("deletionTimestamp")),
+        (meta.get("labels") or {}).get(kinds.LABEL_CREATED_BY_SERVICE),
+        tc["spec"].get("templateName"),
+        tc["spec"].get("templateScope"),
+        state if state in (rules.AVAILABLE, rules.FAILED) else rules.PENDING,
+        why(tc) if state == rules.FAILED else None,
+        tuple(mounts_of(tc)) if state == rules.AVAILABLE else None,
+    )
+
+
 def workload_status(svc: Service, deployment: Object | None) -> tuple[str, str]:
     """(status, message) of a service whose workload exists."""
     wanted = int(svc["spec"].get("replicas", 1))

@@ -3,7 +3,8 @@
 Each maps one change (``old`` → ``new``; either may be None) to every key that depends on it:
 
 - a template's change to itself, its TCs, the services naming it, and the URIs it needs;
-- a TC's change to itself, the services naming its template, and the URIs it needs;
+- a TC's change to itself and the URIs it needs, and to the services naming its template when
+  it changed what a service reads (:func:`aimd.caching.service.what_a_service_reads`);
 - an MC's change to its URI and every TC whose template needs that URI (not only the TC that
   made it) or whose status lists it;
 - a child's change (PVC, Job, ...) to its MC's URI; a workload's change to its service;
@@ -22,6 +23,7 @@ from aimd.api.meta import deleting, namespace_of
 from aimd.api.sources import source_key
 from aimd.api.types import ModelCache, Object, Service, Template, TemplateCache
 from aimd.caching import governor, policy
+from aimd.caching.service import what_a_service_reads
 from aimd.caching.state import ANY_NAMESPACE, State
 from aimd.caching.templates import source_uris
 
@@ -41,15 +43,18 @@ class Keys:
     def uris(self, namespace: str, uris: set[str]) -> None:
         self.model_caches |= {(namespace, source_key(uri)) for uri in uris if uri}
 
-    def template_cache(self, state: State, tc: TemplateCache) -> None:
-        """A TC, the services naming its template, and the URIs it needs or lists."""
+    def template_cache(self, state: State, tc: TemplateCache, services: bool = True) -> None:
+        """A TC, the URIs it needs or lists, and (unless told not to) the services naming its
+        template."""
         namespace, name = namespace_of(tc), tc["metadata"]["name"]
         self.template_caches.add((namespace, name))
-        template_name = tc["spec"].get("templateName", "")
-        self.services |= {
-            (namespace, svc["metadata"]["name"])
-            for svc in state.services_for_template(namespace, template_name)
-        }
+        if services:
+            self.services |= {
+                (namespace, svc["metadata"]["name"])
+                for svc in state.services_for_template(
+                    namespace, tc["spec"].get("templateName", "")
+                )
+            }
         resolved = state.resolve_for_template_cache(tc)
         self.uris(namespace, source_uris(resolved.template) if resolved else set())
         self.uris(
@@ -80,10 +85,11 @@ def on_template(state: State, old: Template | None, new: Template | None) -> Key
 
 
 def on_template_cache(state: State, old: TemplateCache | None, new: TemplateCache | None) -> Keys:
+    services = old is None or new is None or what_a_service_reads(old) != what_a_service_reads(new)
     keys = Keys()
     for tc in (old, new):
         if tc is not None:
-            keys.template_cache(state, tc)
+            keys.template_cache(state, tc, services)
     return keys
 
 

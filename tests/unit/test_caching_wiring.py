@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from aimd.api.sources import source_key
-from aimd.api.types import ModelCache, Template, view
+from aimd.api.types import ModelCache, Template, TemplateCache, view
 from aimd.caching import wiring
 from aimd.caching.state import State, Store
 from aimd.kube.client import KubeClient
@@ -97,6 +97,53 @@ def test_a_template_wakes_its_caches_services_and_the_uris_it_needs_before_and_a
     assert keys.template_caches == {(NS, "tc")}
     assert keys.services == {(NS, "svc")}
     assert keys.model_caches == {(NS, "hf://org/old"), (NS, "hf://org/new")}
+
+
+def with_status(tc: Object, **status: Any) -> Object:
+    return {**tc, "status": {**tc["status"], **status}}
+
+
+def test_a_template_cache_wakes_its_services_only_when_it_changes_what_they_read() -> None:
+    s = blank()
+    add(s.services, service("svc", "a"))
+    tc = template_cache("tc", "a", "hf://org/model")
+    pending = with_status(tc, status="Pending")
+    progressing = with_status(tc, status="Progressing")
+    refs = [{"uid": "uid-a", "kind": "AIMServiceTemplate"}]
+    owned = {**progressing, "metadata": {**progressing["metadata"], "ownerReferences": refs}}
+    available = with_status(
+        tc,
+        status="Available",
+        modelCaches=[{"sourceUri": "hf://org/model", "persistentVolumeClaim": "pvc-1"}],
+    )
+    moved = with_status(available, modelCaches=[{"sourceUri": "hf://org/model"}])
+    failed = with_status(tc, status="Failed", conditions=[{"type": "Ready", "reason": "X"}])
+    failed_again = with_status(failed, conditions=[{"type": "Ready", "reason": "Y"}])
+    going = {**available, "metadata": {**available["metadata"], "deletionTimestamp": "t"}}
+
+    def woken(old: Object | None, new: Object | None) -> set[tuple[str, str]]:
+        keys = wiring.on_template_cache(
+            s, view(old, TemplateCache) if old else None, view(new, TemplateCache) if new else None
+        )
+        assert keys.template_caches == {(NS, "tc")}  # the TC itself, always
+        assert keys.model_caches == {(NS, "hf://org/model")}
+        return keys.services
+
+    # Progress, a finalizer or an owner reference: the service would write nothing new.
+    assert woken(pending, progressing) == set()
+    assert woken(progressing, owned) == set()
+    # What a service acts on: the TC appearing, going, turning Available, its volumes, failing
+    # and why.
+    for old, new in (
+        (None, pending),
+        (available, None),
+        (owned, available),
+        (available, moved),
+        (progressing, failed),
+        (failed, failed_again),
+        (available, going),
+    ):
+        assert woken(old, new) == {(NS, "svc")}, (old, new)
 
 
 def test_a_child_wakes_the_uri_of_the_model_cache_that_owns_it() -> None:
