@@ -14,6 +14,7 @@ from aimd.caching.pods import PodProblem
 from aimd.caching.rules import worst
 from aimd.caching.service import desired_status as service_status
 from aimd.caching.service import mounts_of, reusable_template_cache
+from aimd.caching.template_cache import Settling, news_can_wait
 from aimd.caching.template_cache import desired_status as template_cache_status
 from aimd.caching.templates import Resolved, problems
 from aimd.caching.writes import Refused, status_patch
@@ -520,3 +521,34 @@ def test_an_image_that_cannot_be_pulled_fails_the_attempt() -> None:
         names.download_job_name("mc", "abcde-123", 1)
     ]
     assert [j["metadata"]["name"] for j in retried.deletes] == [JOB0], "the stuck Job goes"
+
+
+def test_a_template_caches_waiting_news_settles_but_what_services_act_on_is_written_at_once() -> (
+    None
+):
+    clock = [100.0]
+    settling = Settling(settle=3.0, clock=lambda: clock[0])
+    key = ("ns", "tc")
+
+    def status(state: str, reason: str = Reason.MODEL_CACHE_PENDING) -> dict[str, Any]:
+        return {"status": state, "conditions": [{"type": "Ready", "reason": reason}]}
+
+    pending, progressing = status("Pending"), status("Progressing")
+    # First sight: a Pending waits the whole window, however often the TC is reconciled.
+    assert settling.wait(key, pending) == 3.0
+    clock[0] = 101.0
+    assert settling.wait(key, progressing) == 2.0
+    clock[0] = 103.0
+    assert settling.wait(key, progressing) == 0.0
+    settling.wrote(key, progressing)
+    # After a write, the next waiting news waits a window again ...
+    clock[0] = 104.0
+    assert settling.wait(key, pending) == 2.0
+    # ... but Available, Failed and a refusal never wait.
+    assert settling.wait(key, status("Available", Reason.AVAILABLE)) == 0.0
+    assert settling.wait(key, status("Failed", Reason.MODEL_CACHE_FAILED)) == 0.0
+    assert settling.wait(key, status("Pending", Reason.CREATE_REFUSED)) == 0.0
+    assert not news_can_wait(status("Pending", Reason.CREATE_REFUSED))
+    # A TC seen again after it went starts afresh.
+    settling.forget(key)
+    assert settling.wait(key, pending) == 3.0
