@@ -13,12 +13,10 @@ words them (the real-node tests capture them; the unit tests replay those captur
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from aimd.api.reasons import Reason
-
-Object = dict[str, Any]
-
+from aimd.api.types import Object
 
 IMAGE_PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 _SECRET_MISSING = re.compile(r'^secret "(?P<name>[^"]+)" not found$')

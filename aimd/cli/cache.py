@@ -28,6 +28,7 @@ import yaml
 from aimd.api import kinds
 from aimd.api.meta import micro_time, parse_time
 from aimd.api.quantity import display_size
+from aimd.api.types import Object
 from aimd.cli.target import Target, add_connection_flags, resolve, run_reporting
 from aimd.kube.errors import NotFound
 from aimd.kube.resources import JOBS, PERSISTENT_VOLUME_CLAIMS
@@ -35,7 +36,7 @@ from aimd.kube.resources import JOBS, PERSISTENT_VOLUME_CLAIMS
 if TYPE_CHECKING:
     from aimd.kube.client import KubeClient
 
-Object = dict[str, Any]
+
 OUTPUTS = ("wide", "json", "yaml")
 
 

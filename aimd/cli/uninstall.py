@@ -31,11 +31,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aimd.api import kinds
 from aimd.api.meta import parse_time
 from aimd.api.resource import Resource
+from aimd.api.types import Object
 from aimd.cli.cache import human_bytes
 from aimd.cli.target import add_connection_flags, resolve, run_reporting
 from aimd.kube.errors import Conflict, Forbidden, NotFound
@@ -44,7 +45,7 @@ from aimd.kube.resources import CUSTOM_RESOURCE_DEFINITIONS, DEPLOYMENTS, LEASES
 if TYPE_CHECKING:
     from aimd.kube.client import KubeClient
 
-Object = dict[str, Any]
+
 Say = Callable[[str], None]
 
 # The kinds aimd finalizes; the others never carry its finalizer.

@@ -51,19 +51,18 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
 import orjson
 
+from aimd.api.types import Object
 from aimd.kube.backoff import Backoff
 from aimd.kube.client import KubeClient
 from aimd.kube.errors import ApiError, Gone, ServerError, TooManyRequests, error_from_status
 from aimd.kube.resources import Resource
 
 log = logging.getLogger(__name__)
-
-Object = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-Object = dict[str, Any]
+from aimd.api.types import Object
+
 COMBINED = "(combined from similar events): "
 
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import aiohttp
 
+from aimd.api.types import Object
 from aimd.kube.client import KubeClient
 from aimd.kube.errors import ApiError, NotFound
 from aimd.kube.lease import LeadershipLost, micro_time
@@ -47,7 +48,7 @@ from aimd.runtime.metrics import EVENTS_DROPPED
 
 log = logging.getLogger(__name__)
 
-Object = dict[str, Any]
+
 ObjectLike = Mapping[str, Any]  # a full object or an ObjectReference, typed view or plain
 NOTE_LIMIT = 1024  # the API server refuses longer notes
 NAME_LIMIT = 253 - 17  # room for ".<16 hex digits>"

@@ -16,9 +16,10 @@ import logging
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
 
+from aimd.api.types import Object
+
 log = logging.getLogger(__name__)
 
-Object = dict[str, Any]
 IndexFunc = Callable[[Object], Iterable[Hashable]]
 Objects = list[Object]
 Change = tuple[str, Object | None, Object | None]

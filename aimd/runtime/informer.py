@@ -29,8 +29,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from aimd.api.types import Object
 from aimd.kube.client import KubeClient
 from aimd.kube.resources import Resource
 from aimd.kube.watch import Listed, Watcher
@@ -39,7 +39,7 @@ from aimd.runtime.metrics import InformerMetrics
 
 log = logging.getLogger(__name__)
 
-Object = dict[str, Any]
+
 Handler = Callable[[str, Object | None, Object | None], None]
 Transform = Callable[[Object], Object]
 
