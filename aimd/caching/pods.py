@@ -19,14 +19,21 @@ from aimd.api.reasons import Reason
 from aimd.api.types import Object
 
 IMAGE_PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
-_SECRET_MISSING = re.compile(r'^secret "(?P<name>[^"]+)" not found$')
-_SECRET_KEY_MISSING = re.compile(
-    r"^couldn't find key (?P<key>\S+) in Secret (?P<ns>[^/]+)/(?P<name>\S+)$"
+# How the kubelet words a missing Secret or ConfigMap, or a key missing from one, per kind:
+# (kind as the kubelet writes it, the env reference that names it, the reason aimd gives).
+_CONFIG_SOURCES = (
+    ("secret", "Secret", "secretKeyRef", Reason.SECRET_NOT_FOUND),
+    ("configmap", "ConfigMap", "configMapKeyRef", Reason.CONFIG_MAP_NOT_FOUND),
 )
-_CONFIG_MAP_MISSING = re.compile(r'^configmap "(?P<name>[^"]+)" not found$')
-_CONFIG_MAP_KEY_MISSING = re.compile(
-    r"^couldn't find key (?P<key>\S+) in ConfigMap (?P<ns>[^/]+)/(?P<name>\S+)$"
-)
+_MISSING = {
+    kind: re.compile(rf'^{lower} "(?P<name>[^"]+)" not found$')
+    for lower, kind, _, _ in _CONFIG_SOURCES
+}
+_KEY_MISSING = {
+    kind: re.compile(rf"^couldn't find key (?P<key>\S+) in {kind} (?P<ns>[^/]+)/(?P<name>\S+)$")
+    for _, kind, _, _ in _CONFIG_SOURCES
+}
+_FIX = "change the env of the AIMModelCache that refers to it"
 
 
 class PodProblem(NamedTuple):
@@ -69,34 +76,19 @@ def pod_problem(
 
 
 def _config_problem(pod: Object, namespace: str, message: str) -> PodProblem:
-    if match := _SECRET_MISSING.match(message):
-        name = match["name"]
-        keys = _referenced_keys(pod, "secretKeyRef", name)
-        return PodProblem(
-            Reason.SECRET_NOT_FOUND,
-            f'Secret "{name}"{_keys_phrase(keys)} does not exist in namespace "{namespace}": '
-            "create it, or change the env of the AIMModelCache that refers to it",
-        )
-    if match := _SECRET_KEY_MISSING.match(message):
-        return PodProblem(
-            Reason.SECRET_NOT_FOUND,
-            f'Secret "{match["name"]}" in namespace "{match["ns"]}" has no key "{match["key"]}": '
-            "add that key, or change the env of the AIMModelCache that refers to it",
-        )
-    if match := _CONFIG_MAP_MISSING.match(message):
-        name = match["name"]
-        keys = _referenced_keys(pod, "configMapKeyRef", name)
-        return PodProblem(
-            Reason.CONFIG_MAP_NOT_FOUND,
-            f'ConfigMap "{name}"{_keys_phrase(keys)} does not exist in namespace "{namespace}": '
-            "create it, or change the env of the AIMModelCache that refers to it",
-        )
-    if match := _CONFIG_MAP_KEY_MISSING.match(message):
-        return PodProblem(
-            Reason.CONFIG_MAP_NOT_FOUND,
-            f'ConfigMap "{match["name"]}" in namespace "{match["ns"]}" has no key '
-            f'"{match["key"]}": add that key, or change the env of the AIMModelCache',
-        )
+    for _, kind, ref, reason in _CONFIG_SOURCES:
+        if match := _MISSING[kind].match(message):
+            name = match["name"]
+            keys = _keys_phrase(_referenced_keys(pod, ref, name))
+            where = f'namespace "{namespace}"'
+            return PodProblem(
+                reason, f'{kind} "{name}"{keys} does not exist in {where}: create it, or {_FIX}'
+            )
+        if match := _KEY_MISSING[kind].match(message):
+            what = f'{kind} "{match["name"]}" in namespace "{match["ns"]}"'
+            return PodProblem(
+                reason, f'{what} has no key "{match["key"]}": add that key, or {_FIX}'
+            )
     return PodProblem(
         Reason.CONTAINER_CONFIG_INVALID,
         f"the kubelet cannot create the download container: {message}",
