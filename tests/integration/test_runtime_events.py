@@ -151,7 +151,7 @@ async def test_similar_events_aggregate_and_each_object_gets_a_bounded_number(
     assert "spam: 16" in summaries[0].getMessage()
 
 
-async def test_a_burst_of_new_events_is_written_a_few_at_a_time_and_none_is_lost(
+async def test_a_few_events_go_one_by_one_and_a_burst_a_few_at_a_time_none_lost(
     kube: KubeClient, namespace: str
 ) -> None:
     subjects = [
@@ -176,10 +176,15 @@ async def test_a_burst_of_new_events_is_written_a_few_at_a_time_and_none_is_lost
             in_flight -= 1
 
     kube.create = counted_create  # type: ignore[method-assign]
-    recorder = EventRecorder(kube, "aimd-test", "replica-0", writers=4)
+    # A quarter of a buffer of 40 is 10 waiting: 24 at once is a burst, 3 are not.
+    recorder = EventRecorder(kube, "aimd-test", "replica-0", buffer=40, writers=4)
     writer = asyncio.create_task(recorder.run())
     try:
-        for subject in subjects:
+        for subject in subjects[:3]:
+            recorder.normal(subject, "Created", "made the thing")
+        await asyncio.wait_for(recorder.flush(), 30)
+        assert peak == 1
+        for subject in subjects[3:]:
             recorder.normal(subject, "Created", "made the thing")
         await asyncio.wait_for(recorder.flush(), 30)
     finally:
