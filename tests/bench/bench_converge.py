@@ -46,6 +46,23 @@ DEFAULT_RATES = (Rate(20, 30), Rate(200, 300))
 ARTIFACTS = Path(__file__).resolve().parents[1] / ".artifacts" / "converge"
 
 Results = list[tuple[AimdResult, list[FloorResult]]]
+# (size, the floor with a standby aimd watching, the plain floors of that size)
+WATCHED: list[tuple[Size, FloorResult, list[FloorResult]]] = []
+
+
+def watched_lines() -> list[str]:
+    """What watching alone costs: the floor beside a standby aimd against the plain floor."""
+    lines = []
+    for size, watched, floors in WATCHED:
+        plain_s = sum(f.seconds for f in floors) / len(floors)
+        plain_cpu = sum(f.apiserver_cpu for f in floors) / len(floors)
+        lines.append(
+            f"{size}: the floor with a standby aimd watching took {watched.seconds:.1f} s "
+            f"(kube-apiserver {watched.apiserver_cpu:.0f} CPU s) against {plain_s:.1f} s "
+            f"({plain_cpu:.0f} CPU s) without: watching alone is "
+            f"{watched.seconds / plain_s:.2f}x the floor's time."
+        )
+    return lines
 
 
 def idle_seconds(size: Size, given: float | None) -> float:
@@ -81,6 +98,11 @@ async def measure_size(
                 print(f"{size}: aimd at QPS {rate}: {run.seconds:.1f} s", flush=True)
                 floors.append(await floor(bench, size, floor_client))
                 results.append((run, floors[-2:]))
+            if args.watched_floor:
+                print(f"{size}: floor with a standby aimd watching ...", flush=True)
+                watched = await bench.watched_floor(size, floor_client)
+                WATCHED.append((size, watched, floors))
+                print(f"{size}: floor with a standby aimd watching {watched.seconds:.1f} s")
         finally:
             await floor_client.close()
             await admin.close()
@@ -137,6 +159,8 @@ async def main_async(args: argparse.Namespace) -> None:
             "Prometheus's histogram_quantile does; the limiter bound is (minimum writes - burst) "
             "/ QPS, the least time the client-side limiter allows for the minimum.",
             "",
+            *watched_lines(),
+            "",
             *(report.details(run, floors) for run, floors in results),
         ]
     )
@@ -159,6 +183,11 @@ def main() -> None:
     parser.add_argument("--idle", type=float, help="idle seconds after convergence (20; 60 ≥1,000)")
     parser.add_argument("--sample-interval", type=float, default=2.0, help="/metrics scrapes (s)")
     parser.add_argument("--profile", action="store_true", help="py-spy each aimd run")
+    parser.add_argument(
+        "--watched-floor",
+        action="store_true",
+        help="also run the floor beside a standby aimd (watching, never leading)",
+    )
     parser.add_argument("--profile-rate", type=int, default=50, help="py-spy samples a second")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -30,7 +30,8 @@ from aimd.api import kinds
 from aimd.dev.controlplane import free_port
 from aimd.kube.client import KubeClient
 from aimd.kube.errors import NotFound
-from aimd.kube.resources import NAMESPACES, Resource
+from aimd.kube.lease import micro_time
+from aimd.kube.resources import LEASES, NAMESPACES, Resource
 from tests.bench.converge import audit, flame, procs, promtext
 from tests.bench.converge.audit import AuditedControlPlane
 from tests.bench.converge.floor import Floor
@@ -307,24 +308,7 @@ class Bench:
         log_path = self.artifacts / f"aimd-{stem}.log"
         metrics_port, health_port = free_port(), free_port()
         await create_namespace(self.admin, namespace)
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(  # noqa: ASYNC220 (a plain child, waited for synchronously)
-                [
-                    sys.executable,
-                    "-m",
-                    "aimd",
-                    "run",
-                    f"--kubeconfig={self.plane.kubeconfig_for(audit.AIMD_USER)}",
-                    f"--metrics-bind-address=127.0.0.1:{metrics_port}",
-                    "--metrics-secure=false",
-                    f"--health-probe-bind-address=127.0.0.1:{health_port}",
-                    "--image=example.com/aimd:bench",
-                    "--log-level=warning",
-                    *rate.flags(),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        process = self._start_aimd(log_path, metrics_port, health_port, rate.flags())
         kubelet = StandInKubelet(self.admin, namespace)
         services = Watched(self.admin, kinds.SERVICES, namespace)
         running = services.tally(lambda s: (s.get("status") or {}).get("status") == "Running")
@@ -431,6 +415,69 @@ class Bench:
         return FloorResult(
             seconds, floor.writes, len(audited), (load_before, load_after), others, apiserver_cpu
         )
+
+    async def watched_floor(self, size: Size, client: KubeClient) -> FloorResult:
+        """The floor while a standby aimd watches: every informer on, never leading (the
+        benchmark holds its Lease), so it writes nothing. What this adds to the floor is what
+        any controller's watches cost the API server, apart from its writes."""
+        lease_namespace = self._namespace("lease")
+        await create_namespace(self.admin, lease_namespace)
+        lease = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "aimd-bench-standby"},
+            "spec": {
+                "holderIdentity": "the-benchmark",
+                "leaseDurationSeconds": 86400,
+                "acquireTime": micro_time(),
+                "renewTime": micro_time(),
+            },
+        }
+        await self.admin.create(LEASES, lease, lease_namespace)
+        session = aiohttp.ClientSession()
+        metrics_port, health_port = free_port(), free_port()
+        election = [
+            "--leader-elect",
+            f"--leader-election-namespace={lease_namespace}",
+            "--leader-election-id=aimd-bench-standby",
+            "--leader-election-identity=standby",
+        ]
+        process = self._start_aimd(
+            self.artifacts / f"aimd-standby-{size.services}.log",
+            metrics_port,
+            health_port,
+            election,
+        )
+        try:
+            await _ready(session, health_port, process)
+            return await self.floor(size, client)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(process.wait, 60)
+            await session.close()
+            await delete_namespace(self.admin, lease_namespace)
+
+    def _start_aimd(
+        self, log_path: Path, metrics_port: int, health_port: int, flags: list[str]
+    ) -> subprocess.Popen[bytes]:
+        with log_path.open("wb") as log:
+            return subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "aimd",
+                    "run",
+                    f"--kubeconfig={self.plane.kubeconfig_for(audit.AIMD_USER)}",
+                    f"--metrics-bind-address=127.0.0.1:{metrics_port}",
+                    "--metrics-secure=false",
+                    f"--health-probe-bind-address=127.0.0.1:{health_port}",
+                    "--image=example.com/aimd:bench",
+                    "--log-level=warning",
+                    *flags,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def _own_pids(self) -> list[int]:
         """The benchmark itself and the rest of the control plane."""
