@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
 from aimd.api import kinds
 from aimd.dev.controlplane import ControlPlane
 from aimd.kube.client import KubeClient
@@ -38,15 +36,6 @@ MC, TC, SVC, TPL = (
 LLAMA = ("meta-llama/Llama-3.1-8B", "hf://meta-llama/Llama-3.1-8B")
 QWEN = ("Qwen/Qwen2.5-7B", "hf://Qwen/Qwen2.5-7B")
 Object = dict[str, Any]
-
-
-@pytest.fixture
-async def aimd(control_plane: ControlPlane) -> Any:
-    running = start_controller(str(control_plane.kubeconfig))
-    try:
-        yield running
-    finally:
-        await running.stop()
 
 
 async def create(kube: KubeClient, resource: Any, body: Object, namespace: str) -> Object:

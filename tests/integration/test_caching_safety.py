@@ -33,7 +33,6 @@ from tests.integration.test_caching_harness import (
     live_items,
     service,
     services_running,
-    start_controller,
     status_of,
     template,
     template_cache,
@@ -48,15 +47,6 @@ MC, TC, SVC, TPL = (
 )
 LLAMA = ("meta-llama/Llama-3.1-8B", "hf://meta-llama/Llama-3.1-8B")
 QUOTAS = Resource("", "v1", "resourcequotas", "ResourceQuota", True)
-
-
-@pytest.fixture
-async def aimd(control_plane: ControlPlane) -> AsyncIterator[Running]:
-    running = start_controller(str(control_plane.kubeconfig))
-    try:
-        yield running
-    finally:
-        await running.stop()
 
 
 @contextlib.asynccontextmanager

@@ -11,7 +11,6 @@ and the control plane audits service accounts (ControlPlane strict_rbac). This t
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +26,6 @@ from tests.integration.test_caching_harness import (
     Running,
     kubelet,
     service,
-    start_controller,
     template,
     template_cache,
 )
@@ -136,15 +134,6 @@ def shipped_rules() -> list[Rule]:
         for resource in rule["resources"]
         for verb in rule["verbs"]
     ]
-
-
-@pytest.fixture
-async def aimd(control_plane: ControlPlane) -> AsyncIterator[Running]:
-    running = start_controller(str(control_plane.kubeconfig))
-    try:
-        yield running
-    finally:
-        await running.stop()
 
 
 async def test_a_template_change_reaches_its_services_workload(
