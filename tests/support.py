@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from aimd.kube.client import KubeClient
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
@@ -60,3 +62,29 @@ class NoAuth:
 
     async def invalidate(self) -> None:
         return None
+
+
+class RecordingClient(KubeClient):
+    """A real client that also records each request it sent, as (method, path)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.methods: list[tuple[str, str]] = []
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        self.methods.append((method.upper(), path))
+        return await super().request(
+            method, path, params=params, body=body, content_type=content_type
+        )
+
+    def sent_to(self, suffix: str) -> int:
+        """How many requests went to a path ending in ``suffix``."""
+        return sum(path.endswith(suffix) for _, path in self.methods)

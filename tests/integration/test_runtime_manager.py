@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
@@ -19,29 +19,11 @@ from aimd.kube.lease import LeadershipLost, micro_time
 from aimd.kube.resources import CONFIG_MAPS, LEASES, NAMESPACES
 from aimd.runtime import Controller, Manager, Result
 from aimd.settings import Settings
-from tests.support import eventually
+from tests.support import RecordingClient, eventually
 
 
-class WatchedClient(KubeClient):
-    """A real client that also records the verbs it sent, to prove a standby writes nothing."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.methods: list[tuple[str, str]] = []
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
-    ) -> Any:
-        self.methods.append((method.upper(), path))
-        return await super().request(
-            method, path, params=params, body=body, content_type=content_type
-        )
+class WatchedClient(RecordingClient):
+    """Records the verbs it sent, to prove a standby writes nothing."""
 
     def writes(self) -> list[tuple[str, str]]:
         return [(m, p) for m, p in self.methods if m != "GET"]

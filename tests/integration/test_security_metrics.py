@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import secrets
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,31 +25,18 @@ from aimd.runtime import Manager
 from aimd.runtime.metrics_auth import self_signed
 from aimd.settings import Settings
 from tests.integration import controller_identity as identity
-from tests.support import eventually
+from tests.support import RecordingClient, eventually
 
 READER_ROLE = "metrics_reader_role.yaml"
 UNVERIFIED = False  # aimd's certificate is self-signed: these clients check who answers elsewhere
 
 
-class CountingClient(KubeClient):
+class CountingClient(RecordingClient):
     """Counts the reviews the metrics server asks the API server for."""
 
-    reviews = 0
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
-    ) -> Any:
-        if path.endswith("/tokenreviews"):
-            self.reviews += 1
-        return await super().request(
-            method, path, params=params, body=body, content_type=content_type
-        )
+    @property
+    def reviews(self) -> int:
+        return self.sent_to("/tokenreviews")
 
 
 async def token_of(kube: KubeClient, namespace: str, account: str) -> str:
