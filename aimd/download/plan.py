@@ -12,7 +12,9 @@ from typing import Literal
 
 from aimd.download.reasons import DownloadFailed, Reason
 
-Algorithm = Literal["sha256", "md5", "git-sha1", "s3-multipart-md5"]
+Algorithm = Literal[
+    "sha256", "sha1", "md5", "git-sha1", "s3-multipart-md5", "crc64nvme", "crc32c", "crc32"
+]
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,8 @@ class Digest:
     ``s3-multipart-md5`` is S3's ETag of a multipart upload: the md5 of the parts' md5s, which
     needs the ``part_size`` used by the uploader. ``authoritative`` is False when that part size
     was inferred rather than read from the store: a mismatch then proves nothing, so it demotes
-    the check to size-only instead of failing a file that may be fine.
+    the check to size-only instead of failing a file that may be fine. The CRCs are S3's
+    full-object checksums; every ``value`` is hex (a CRC's of its big-endian bytes).
     """
 
     algorithm: Algorithm

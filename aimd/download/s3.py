@@ -14,13 +14,15 @@ download never runs into an expired URL.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import math
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from aimd.download.plan import Digest, Plan, RemoteFile, safe_relative_path
+from aimd.download.plan import Algorithm, Digest, Plan, RemoteFile, safe_relative_path
 from aimd.download.reasons import DownloadFailed, Reason
 from aimd.download.uri import S3Uri
 
@@ -57,8 +59,8 @@ def client() -> S3Client:
 
 async def resolve(uri: str, source: S3Uri, *, digests: bool = True) -> Plan:
     """The plan for every object under the prefix; boto3 is synchronous, so it runs in threads.
-    Without ``digests`` the one HEAD per object that finds out what its ETag proves is skipped
-    (a probe needs only sizes)."""
+    Without ``digests`` the HEAD per object that finds out its checksum or what its ETag proves
+    is skipped (a probe needs only sizes)."""
     return await asyncio.to_thread(_resolve, uri, source, digests)
 
 
@@ -120,22 +122,69 @@ def _remote_file(
 
 
 def _digest(s3: S3Client, bucket: str, key: str, size: int, etag: str) -> Digest | None:
+    """What the object's metadata can prove: its full-object checksum when S3 keeps one, else
+    its ETag. One HEAD asks for both; a multipart ETag needs a second for its part size."""
+    try:
+        head: dict[str, Any] = dict(s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED"))
+    except Exception:
+        head = {}
+    found = checksum_digest(head, multipart="-" in etag)
+    if found is not None:
+        return found
+    return _etag_digest(s3, bucket, key, size, etag, head)
+
+
+# S3's additional checksums as a HEAD with ``ChecksumMode=ENABLED`` names them, cheapest to check
+# first. AWS gives every object written since December 2024 a CRC64NVME when its uploader chose
+# none, and checking a CRC costs a fiftieth of md5 (aimd/download/verify.py).
+CHECKSUMS: tuple[tuple[str, Algorithm], ...] = (
+    ("ChecksumCRC64NVME", "crc64nvme"),
+    ("ChecksumCRC32C", "crc32c"),
+    ("ChecksumCRC32", "crc32"),
+    ("ChecksumSHA256", "sha256"),
+    ("ChecksumSHA1", "sha1"),
+)
+
+
+def checksum_digest(head: Mapping[str, Any], *, multipart: bool) -> Digest | None:
+    """The full-object checksum in a HEAD's answer, as hex. A COMPOSITE one (a multipart
+    upload's checksum of its parts' checksums) would need every part's boundaries, so it is left
+    to the ETag; so is a multipart object's checksum of no stated type, which some stores (moto)
+    give for COMPOSITE ones. Unlike the ETag, a checksum is of the plaintext, so it holds under
+    SSE-KMS too."""
+    kind = head.get("ChecksumType") or ("COMPOSITE" if multipart else "FULL_OBJECT")
+    if kind != "FULL_OBJECT":
+        return None
+    for field, algorithm in CHECKSUMS:
+        value = head.get(field)
+        if not isinstance(value, str) or "-" in value:
+            continue
+        try:
+            return Digest(algorithm, base64.b64decode(value, validate=True).hex())
+        except binascii.Error:
+            return None
+    return None
+
+
+def _etag_digest(
+    s3: S3Client, bucket: str, key: str, size: int, etag: str, head: Mapping[str, Any]
+) -> Digest | None:
     """What the ETag can prove. A single-part ETag is the content's md5, except under SSE-KMS or
     SSE-C; a multipart one needs the part size, which S3 tells for part 1 (stores that do not
     support ``PartNumber`` answer with the whole object, and then the size is inferred)."""
     value, _, parts = etag.partition("-")
     if len(value) != 32 or not all(c in "0123456789abcdef" for c in value.lower()):
         return None
-    try:
-        head: dict[str, Any] = dict(s3.head_object(Bucket=bucket, Key=key, PartNumber=1))
-    except Exception:
-        head = {}
     if head.get("ServerSideEncryption") == "aws:kms" or head.get("SSECustomerAlgorithm"):
         return None
     if not parts:
         return Digest("md5", value.lower())
+    try:
+        first_part: dict[str, Any] = dict(s3.head_object(Bucket=bucket, Key=key, PartNumber=1))
+    except Exception:
+        first_part = {}
     count = int(parts)
-    first = int(head.get("ContentLength") or 0)
+    first = int(first_part.get("ContentLength") or 0)
     if 0 < first < size and math.ceil(size / first) == count:
         return Digest("s3-multipart-md5", etag.lower(), first, authoritative=True)
     for part_size in COMMON_PART_SIZES:

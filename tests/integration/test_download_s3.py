@@ -68,8 +68,10 @@ def start_moto(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Pope
     raise RuntimeError(f"moto server did not answer within 60s:\n{tail()}")
 
 
-def s3_client(endpoint: str) -> S3Client:
+def s3_client(endpoint: str, *, checksums: bool = True) -> S3Client:
+    """A boto3 client; without ``checksums`` it sends none on upload (as before boto3 1.36)."""
     import boto3
+    from botocore.config import Config
 
     return boto3.client(
         "s3",
@@ -77,6 +79,9 @@ def s3_client(endpoint: str) -> S3Client:
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
+        config=Config(
+            request_checksum_calculation="when_supported" if checksums else "when_required"
+        ),
     )
 
 
@@ -100,8 +105,10 @@ def s3_env(moto: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def upload_model(endpoint: str, bucket: str) -> dict[str, bytes]:
-    """A bucket with a model under ``models/m``: a small file (single-part ETag, its md5), a
-    12 MiB one uploaded in 5 MiB parts (multipart ETag), and a neighbour prefix that must not
+    """A bucket with a model under ``models/m``, each file with a different proof of its bytes:
+    one sent without a checksum (its single-part ETag, an md5), one with a CRC64NVME (what AWS
+    keeps when the uploader sends none), one with boto3's default CRC32, a 12 MiB one uploaded in
+    5 MiB parts (a COMPOSITE CRC32, so its multipart ETag); and a neighbour prefix that must not
     be taken."""
     from boto3.s3.transfer import TransferConfig
 
@@ -109,6 +116,7 @@ def upload_model(endpoint: str, bucket: str) -> dict[str, bytes]:
     s3.create_bucket(Bucket=bucket)
     files = {
         "config.json": b'{"hidden_size": 64}',
+        "generation_config.json": b'{"max_length": 64}',
         "weights/model.safetensors": os.urandom(12 << 20),
         "tokenizer.json": os.urandom(300_000),
     }
@@ -116,19 +124,21 @@ def upload_model(endpoint: str, bucket: str) -> dict[str, bytes]:
     for name, data in files.items():
         path = Path(f"/tmp/{bucket}-{name.replace('/', '_')}")
         path.write_bytes(data)
-        s3.upload_file(str(path), bucket, f"models/m/{name}", Config=parts)
+        sender = s3_client(endpoint, checksums=False) if name == "config.json" else s3
+        extra = {"ChecksumAlgorithm": "CRC64NVME"} if name.startswith("generation") else {}
+        sender.upload_file(str(path), bucket, f"models/m/{name}", Config=parts, ExtraArgs=extra)
         path.unlink()
     s3.put_object(Bucket=bucket, Key="models/m-v2/other.bin", Body=b"not part of the model")
     return files
 
 
-async def test_full_download_verifies_etags(
+async def test_full_download_verifies_checksums_and_etags(
     s3_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     files = await asyncio.to_thread(upload_model, s3_env, "full")
     target = tmp_path / "m"
     assert await download(args_for("s3://full/models/m", target)) == 0
-    assert last_json(capsys)["files"] == 3
+    assert last_json(capsys)["files"] == len(files)
     for name, data in files.items():
         assert (target / name).read_bytes() == data
     assert not (target / "other.bin").exists()
@@ -136,7 +146,8 @@ async def test_full_download_verifies_etags(
     verified = {name: entry["verifiedBy"] for name, entry in manifest["files"].items()}
     assert verified == {
         "config.json": "md5",
-        "tokenizer.json": "md5",
+        "generation_config.json": "crc64nvme",
+        "tokenizer.json": "crc32",
         "weights/model.safetensors": "s3-multipart-md5",
     }
 
@@ -155,7 +166,7 @@ async def test_probe_sums_sizes(
     assert last_json(capsys) == {
         "sizeBytes": sum(len(d) for d in files.values()),
         "revision": None,
-        "files": 3,
+        "files": len(files),
     }
 
 

@@ -80,6 +80,19 @@ def test_digests_match_what_sources_publish() -> None:
     parts = [data[i : i + 10_000] for i in range(0, len(data), 10_000)]
     expected = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest()
     assert digest_of("s3-multipart-md5", data, 10_000) == f"{expected}-3"
+    assert digest_of("sha1", data) == hashlib.sha1(data).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "check_value"),
+    # The catalogue's check values: each CRC of the nine bytes "123456789", fed in pieces.
+    [("crc64nvme", "ae8b14860a799888"), ("crc32c", "e3069283"), ("crc32", "cbf43926")],
+)
+def test_crcs_are_the_ones_s3_publishes(algorithm: str, check_value: str) -> None:
+    check = checker(Digest(algorithm, ""), 9)  # type: ignore[arg-type]
+    for piece in (b"1234", b"", b"56789"):
+        check.update(memoryview(piece))
+    assert check.hexdigest() == check_value
 
 
 def test_file_check_reads_back_what_is_on_disk(tmp_path: Path) -> None:

@@ -4,7 +4,10 @@
 // RAM and a ranged GET is a slice of a byte array written to the socket, so the server costs
 // little CPU per byte and is not what limits a client on the same machine (moto, in Python,
 // re-reads a whole object for every ranged GET). `-seed-*` fills a bucket at start with
-// random objects, quicker than uploading them through the protocol.
+// random objects, quicker than uploading them through the protocol. `-seed-checksum-bucket` puts
+// the same objects in a second bucket that also keeps each one's CRC64NVME, as AWS does for every
+// object uploaded without a checksum: a HEAD or whole GET that asks (x-amz-checksum-mode:
+// ENABLED) is told it, so a client can verify with a CRC instead of the ETag's md5.
 //
 // `s3server get` is the ceiling: the same ranged GETs a download tool makes, in parallel, each
 // body thrown away (no disk, no hashing), so its MB/s is what the server and loopback allow.
@@ -12,10 +15,13 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"encoding/xml"
 	"flag"
 	"fmt"
+	"hash/crc64"
 	"io"
 	"log"
 	"math/rand/v2"
@@ -23,6 +29,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,21 +61,35 @@ func serve(args []string) {
 	prefix := flags.String("seed-prefix", "model", "key prefix of the seeded objects")
 	files := flags.Int("seed-files", 0, "how many objects to seed")
 	size := flags.Int64("seed-size", 0, "bytes per seeded object")
+	checksumBucket := flags.String("seed-checksum-bucket", "", "the same objects, with CRC64NVMEs")
 	_ = flags.Parse(args)
 
 	backend := s3mem.New()
 	faker := gofakes3.New(backend, gofakes3.WithTimeSkewLimit(0), gofakes3.WithIntegrityCheck(false))
+	sums := withChecksums{faker.Server(), map[string]string{}}
 	if *bucket != "" {
-		if err := backend.CreateBucket(*bucket); err != nil {
-			log.Fatal(err)
+		buckets := []string{*bucket}
+		if *checksumBucket != "" {
+			buckets = append(buckets, *checksumBucket)
+		}
+		for _, name := range buckets {
+			if err := backend.CreateBucket(name); err != nil {
+				log.Fatal(err)
+			}
 		}
 		source := rand.NewChaCha8([32]byte{})
 		for i := 0; i < *files; i++ {
 			body := make([]byte, *size)
 			_, _ = source.Read(body)
 			key := fmt.Sprintf("%s/model-%05d-of-%05d.safetensors", *prefix, i+1, *files)
-			if _, err := backend.PutObject(*bucket, key, map[string]string{}, bytes.NewReader(body), *size, nil); err != nil {
-				log.Fatal(err)
+			for _, name := range buckets {
+				if _, err := backend.PutObject(name, key, map[string]string{}, bytes.NewReader(body), *size, nil); err != nil {
+					log.Fatal(err)
+				}
+			}
+			if *checksumBucket != "" {
+				sum := binary.BigEndian.AppendUint64(nil, crc64.Checksum(body, crc64nvme))
+				sums.crc64nvme[*checksumBucket+"/"+key] = base64.StdEncoding.EncodeToString(sum)
 			}
 		}
 	}
@@ -79,7 +100,29 @@ func serve(args []string) {
 	// The caller reads this line to learn the port.
 	fmt.Printf("http://%s\n", listener.Addr())
 	_ = os.Stdout.Sync()
-	log.Fatal(http.Serve(listener, faker.Server()))
+	log.Fatal(http.Serve(listener, sums))
+}
+
+// CRC-64/NVME (the polynomial 0xad93d23594c93659, bit-reversed as hash/crc64 takes it), the
+// checksum S3 keeps by default.
+var crc64nvme = crc64.MakeTable(0x9a6c9329ac4bc9b5)
+
+// withChecksums adds S3's checksum headers to gofakes3's answers for the objects it knows the
+// CRC64NVME of ("bucket/key"), when the request asks for them and is for the whole object.
+type withChecksums struct {
+	next      http.Handler
+	crc64nvme map[string]string
+}
+
+func (c withChecksums) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	whole := r.Header.Get("Range") == "" && r.URL.Query().Get("partNumber") == ""
+	if r.Header.Get("x-amz-checksum-mode") == "ENABLED" && whole {
+		if sum, ok := c.crc64nvme[strings.TrimPrefix(r.URL.Path, "/")]; ok {
+			w.Header().Set("x-amz-checksum-crc64nvme", sum)
+			w.Header().Set("x-amz-checksum-type", "FULL_OBJECT")
+		}
+	}
+	c.next.ServeHTTP(w, r)
 }
 
 type listing struct {
