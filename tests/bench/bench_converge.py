@@ -5,7 +5,9 @@ URIs), each with aimd at ``--kube-api-qps``/``--kube-api-burst`` 20/30 (controll
 defaults) and at 200/300 (the recommended setting; see the README). ``--large`` adds
 10,000/1,000/500; ``--size S/T/U`` (repeatable) replaces the sizes; ``--kube-api-qps Q
 --kube-api-burst B`` (both repeatable, paired in order; 0 = no limit) replace the settings;
-``--small`` is ``--size 100/10/5``. ``--profile`` samples aimd with py-spy during each run.
+``--small`` is ``--size 100/10/5``. ``--profile`` samples aimd with py-spy during each run;
+``--apiserver-profile SECONDS`` takes kube-apiserver's Go CPU profile over the first SECONDS of
+each aimd and floor run (``go tool pprof -top`` beside it), to see what each costs the server.
 Not a test (pytest does not collect ``bench_*.py``); it prints tables and asserts nothing.
 
 Each size gets a fresh test control plane whose API server audit-logs aimd's and the floor's
@@ -86,6 +88,7 @@ async def measure_size(
             artifacts,
             sample_interval=args.sample_interval,
             profile_rate=args.profile_rate if args.profile else 0,
+            apiserver_profile=args.apiserver_profile,
         )
         try:
             # The floor runs before and after each aimd run, and each run is held against the
@@ -189,6 +192,13 @@ def main() -> None:
         help="also run the floor beside a standby aimd (watching, never leading)",
     )
     parser.add_argument("--profile-rate", type=int, default=50, help="py-spy samples a second")
+    parser.add_argument(
+        "--apiserver-profile",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="kube-apiserver's CPU profile over each run's first SECONDS (artifacts)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     asyncio.run(main_async(args))

@@ -293,6 +293,7 @@ class Bench:
     artifacts: Path
     sample_interval: float = 2.0
     profile_rate: int = 0  # py-spy samples a second; 0: no profile
+    apiserver_profile: float = 0.0  # seconds of kube-apiserver CPU profile per run; 0: none
     timeout: float = 7200.0
     runs: int = 0
 
@@ -332,9 +333,11 @@ class Bench:
             started = time.monotonic()
             if self.profile_rate:
                 profiler = _start_profiler(process.pid, profile_path, self.profile_rate)
+            apiserver_profile = self._profile_apiserver(f"aimd-{stem}")
             await asyncio.wait_for(
                 services.until(lambda: running.value >= size.services), self.timeout
             )
+            await apiserver_profile
             seconds = time.monotonic() - started
             used = [procs.cpu_seconds(p) - c for p, c in zip(ours, cpu, strict=True)]
             others = procs.machine_busy() - busy - sum(used)
@@ -404,7 +407,9 @@ class Bench:
             apiserver = self.plane.processes["kube-apiserver"].pid
             cpu, busy = sum(procs.cpu_seconds(p) for p in ours), procs.machine_busy()
             apiserver_cpu = procs.cpu_seconds(apiserver)
+            apiserver_profile = self._profile_apiserver(f"{namespace}-{size.services}")
             seconds = await asyncio.wait_for(floor.run(size), self.timeout)
+            await apiserver_profile
             apiserver_cpu = procs.cpu_seconds(apiserver) - apiserver_cpu
             others = procs.machine_busy() - busy - (sum(procs.cpu_seconds(p) for p in ours) - cpu)
         finally:
@@ -456,6 +461,44 @@ class Bench:
             await asyncio.to_thread(process.wait, 60)
             await session.close()
             await delete_namespace(self.admin, lease_namespace)
+
+    def _profile_apiserver(self, stem: str) -> asyncio.Task[None]:
+        """kube-apiserver's Go CPU profile over the first ``apiserver_profile`` seconds of a run
+        (its /debug/pprof, as admin), saved with ``go tool pprof -top``'s summary beside it."""
+        output = self.artifacts / f"apiserver-{stem}.pprof"
+
+        async def fetch() -> None:
+            if not self.apiserver_profile:
+                return
+            url = f"{self.plane.server}/debug/pprof/profile?seconds={self.apiserver_profile:g}"
+            curl = await asyncio.create_subprocess_exec(
+                "curl",
+                "-sSf",
+                "--cacert",
+                str(self.plane.ca_file),
+                "-o",
+                str(output),
+                "-H",
+                f"Authorization: Bearer {self.plane.token}",
+                url,
+            )
+            if await curl.wait() != 0:
+                print(f"kube-apiserver profile {stem}: curl failed", flush=True)
+                return
+            top = await asyncio.create_subprocess_exec(
+                "go",
+                "tool",
+                "pprof",
+                "-top",
+                "-nodecount=60",
+                str(output),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            text, _ = await top.communicate()
+            output.with_suffix(".top.txt").write_bytes(text)
+
+        return asyncio.create_task(fetch())
 
     def _start_aimd(
         self, log_path: Path, metrics_port: int, health_port: int, flags: list[str]
