@@ -207,12 +207,14 @@ class ModelCacheReconciler(Reconciler):
         except writes.Refused as refusal:
             status, delay = refused(mc, refusal, now())
             try:
-                await writes.write_status(self.client, kinds.MODEL_CACHES, mc, status)
+                await self.write_status(self.state.model_caches, kinds.MODEL_CACHES, mc, status)
             except NotFound:
                 return None
             return delay
         try:
-            wrote = await writes.write_status(self.client, kinds.MODEL_CACHES, mc, plan.status)
+            wrote = await self.write_status(
+                self.state.model_caches, kinds.MODEL_CACHES, mc, plan.status
+            )
         except NotFound:
             return None
         if wrote:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
-from aimd.api.types import ModelCache, ObjectLike, Service, TemplateCache, shaped
+from aimd.api.types import ModelCache, Object, ObjectLike, Service, TemplateCache, shaped
 from aimd.caching import rules, writes
 from aimd.caching.state import State, Store
 from aimd.kube.resources import Resource
@@ -46,7 +46,22 @@ class Reconciler:
             return None
         terminating = self.state.namespace_terminating(namespace)
         kept = await writes.finalized(self.client, resource, obj, terminating, clean_up)
-        return None if kept is None else cast(Finalized, shaped(kept))
+        if kept is None:
+            return None
+        store.wrote(obj, shaped(kept))
+        return cast(Finalized, kept)
+
+    async def write_status(
+        self, store: Store[Any], resource: Resource, obj: ObjectLike, desired: Object
+    ) -> bool:
+        """:func:`writes.write_status`, told to ``store`` so that a pass before the watch brings
+        it back reads this write, not the state it replaced (read-your-own-writes); True if it
+        wrote."""
+        written = await writes.write_status(self.client, resource, obj, desired)
+        if written is None:
+            return False
+        store.wrote(obj, shaped(written))
+        return True
 
     async def let_go(
         self,

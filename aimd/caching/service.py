@@ -10,25 +10,33 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from aimd.api import kinds
-from aimd.api.meta import live, now, set_condition, why
+from aimd.api.meta import find_condition, live, now, set_condition, why
 from aimd.api.reasons import Reason
 from aimd.api.types import Condition, Object, Service, ServiceCache, TemplateCache
 from aimd.caching import builders, metrics, names, rules, writes
 from aimd.caching.reconciler import Key, Reconciler
+from aimd.caching.settling import Settling
+from aimd.caching.state import State
 from aimd.caching.templates import Resolved, problems
 from aimd.kube import resources
 from aimd.kube.errors import NotFound
 from aimd.kube.resources import Resource
-from aimd.runtime import Result
+from aimd.runtime import Manager, Result
 
 log = logging.getLogger(__name__)
 
 SPEC_HASH = f"{kinds.GROUP}/spec-hash"
 # A refused workload is tried again on this bounded backoff (E6), not the queue's 1000 s cap.
 REFUSAL_RETRY = 30.0
+# A Starting service whose cache has just become Available waits for its replicas next, and they
+# are usually ready within moments: that step is held this long (aimd.caching.settling), so the
+# service goes to Running in one write instead of two.
+SETTLE = 3.0
 
 
 def caching(svc: Service) -> bool:
@@ -185,17 +193,39 @@ def desired_status(
     }
 
 
+def news_can_wait(current: Mapping[str, Any], desired: Object) -> bool:
+    """True when a Starting service stays Starting and only what it waits for moved on: its
+    cache is Available now, and its replicas are next (pure)."""
+    if not current.get("status") == desired["status"] == "Starting":
+        return False
+    ready = find_condition(desired["conditions"], "Ready")
+    cache = find_condition(desired["conditions"], "CacheReady")
+    return (
+        ready is not None
+        and ready.get("reason") == Reason.STARTING
+        and cache is not None
+        and cache.get("status") == "True"
+    )
+
+
 def spec_hash(body: Object) -> str:
     return hashlib.sha256(json.dumps(body["spec"], sort_keys=True).encode()).hexdigest()[:16]
 
 
 class ServiceReconciler(Reconciler):
+    settling: Settling
+
+    def __init__(self, manager: Manager, state: State) -> None:
+        super().__init__(manager, state)
+        self.settling = Settling(news_can_wait, SETTLE)
+
     async def reconcile(self, key: Key) -> Result | None:
         namespace, name = key
         svc = await self.begin(
             self.state.services, kinds.SERVICES, key, self.keep_available_template_caches
         )
         if svc is None:
+            self.settling.forget(key)
             return None
         resolved = self.state.templates.resolve(namespace, svc["spec"].get("templateName", ""))
         tc = None
@@ -227,10 +257,16 @@ class ServiceReconciler(Reconciler):
                 svc["metadata"].get("generation"),
                 now(),
             )
+        if not writes.status_patch(svc, desired):
+            return Result(requeue_after=REFUSAL_RETRY) if refused is not None else None
+        wait = self.settling.wait(key, svc["status"], desired)
+        if wait > 0:
+            return Result(requeue_after=wait)
         try:
-            await writes.write_status(self.client, kinds.SERVICES, svc, desired)
+            await self.write_status(self.state.services, kinds.SERVICES, svc, desired)
         except NotFound:
             return None
+        self.settling.wrote(key, svc["status"], desired)
         return Result(requeue_after=REFUSAL_RETRY) if refused is not None else None
 
     async def _template_cache(self, svc: Service, resolved: Resolved) -> TemplateCache | None:

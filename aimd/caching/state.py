@@ -2,8 +2,11 @@
 ask of them (which MCs serve this URI, which TCs need it, who else uses this cache).
 
 Every answer comes from the shared index, never from a GET: a reconcile reads state, decides, and
-the watch brings its own writes back (ARCHITECTURE "Rules of thumb"). Objects of the five AIM
-kinds enter the index shaped (:func:`aimd.api.types.shaped`), so the typed views hold.
+the watch brings its own writes back (ARCHITECTURE "Rules of thumb"). Until it has, a store
+answers ``get`` with what aimd itself wrote (:meth:`Store.wrote`, as client-go's mutation cache
+does): a pass that comes before the watch event would otherwise decide from the state before that
+write, make it again, and be refused with Conflict. Objects of the five AIM kinds enter the index
+shaped (:func:`aimd.api.types.shaped`), so the typed views hold.
 
 URIs are compared by :func:`aimd.api.sources.source_key` everywhere (SPEC B10): the index files a
 model cache, and a template's sources, under the key, never under the spelling.
@@ -46,13 +49,52 @@ LABEL_VALUE = "labelValue"
 
 
 class Store(Generic[T]):
-    """One informer's index seen as objects of one typed view."""
+    """One informer's index seen as objects of one typed view, with aimd's own latest writes."""
 
     def __init__(self, informer: Informer) -> None:
         self.informer = informer
+        # (namespace, name) → (the resourceVersion a write was made over, the object it returned)
+        self._written: dict[tuple[str | None, str], tuple[str, Object]] = {}
+        informer.add_handler(self._caught_up)
 
     def get(self, name: str, namespace: str | None = None) -> T | None:
-        return cast(T | None, self.informer.index.get_by_name(name, namespace))
+        """The object as the index has it, or as aimd last wrote it while the index still holds
+        the version that write replaced."""
+        indexed = self.informer.index.get_by_name(name, namespace)
+        written = self._written.get((namespace, name))
+        if written is not None and indexed is not None:
+            replaced, answer = written
+            if indexed["metadata"].get("resourceVersion") == replaced:
+                return cast(T, answer)
+        return cast(T | None, indexed)
+
+    def wrote(self, before: ObjectLike, after: Object) -> None:
+        """Records that a write of ``before`` returned ``after`` (shaped like the index's)."""
+        metadata = before["metadata"]
+        name, namespace, replaced = (
+            metadata["name"],
+            metadata.get("namespace"),
+            metadata.get("resourceVersion"),
+        )
+        indexed = self.informer.index.get_by_name(name, namespace)
+        if (
+            replaced
+            and after["metadata"].get("resourceVersion") != replaced
+            and indexed is not None
+            and indexed["metadata"].get("resourceVersion") == replaced
+        ):
+            # (When the watch has brought the write already, the index answers by itself.)
+            self._written[(namespace, name)] = (replaced, after)
+
+    def _caught_up(self, event_type: str, old: Object | None, new: Object | None) -> None:
+        """An event for an object aimd wrote: the index has moved past that write's base (to the
+        write itself or beyond), so the index answers again."""
+        if not self._written:
+            return
+        obj = new if new is not None else old
+        if obj is not None:
+            metadata = obj["metadata"]
+            self._written.pop((metadata.get("namespace"), metadata["name"]), None)
 
     def list(self, namespace: str | None = None) -> builtins.list[T]:
         return cast(builtins.list[T], self.informer.index.list(namespace))

@@ -11,7 +11,6 @@ from aimd.api.meta import live, now
 from aimd.api.reasons import Reason
 from aimd.caching.reconciler import Key, Reconciler
 from aimd.caching.templates import desired_status, problems
-from aimd.caching.writes import write_status
 from aimd.kube.errors import NotFound
 from aimd.runtime import Result
 
@@ -19,21 +18,14 @@ from aimd.runtime import Result
 class TemplateReconciler(Reconciler):
     async def reconcile(self, key: Key) -> Result | None:
         namespace, name = key
-        if namespace:
-            resource, template = (
-                kinds.SERVICE_TEMPLATES,
-                self.state.templates_ns.get(name, namespace),
-            )
-        else:
-            resource, template = (
-                kinds.CLUSTER_SERVICE_TEMPLATES,
-                self.state.templates_cluster.get(name),
-            )
+        store = self.state.templates_ns if namespace else self.state.templates_cluster
+        resource = kinds.SERVICE_TEMPLATES if namespace else kinds.CLUSTER_SERVICE_TEMPLATES
+        template = store.get(name, namespace or None)
         if template is None or not live(template):
             return None
         desired = desired_status(template, now())
         try:
-            wrote = await write_status(self.client, resource, template, desired)
+            wrote = await self.write_status(store, resource, template, desired)
         except NotFound:
             return None
         if wrote and desired["status"] == "Failed":

@@ -9,9 +9,9 @@ re-evaluates whenever any MC with one of its URIs changes (B7), not only the one
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
+from typing import Any
 
 from aimd.api import kinds
 from aimd.api.meta import find_condition, now, set_condition, why
@@ -20,6 +20,7 @@ from aimd.api.sources import source_key
 from aimd.api.types import ModelCache, ModelCacheEntry, Object, TemplateCache, view
 from aimd.caching import metrics, rules, writes
 from aimd.caching.reconciler import Key, Reconciler
+from aimd.caching.settling import Settling
 from aimd.caching.state import State
 from aimd.caching.templates import Resolved, model_sources, problems, template_owner_reference
 from aimd.kube.errors import NotFound
@@ -119,14 +120,14 @@ def desired_status(
 
 
 # A TC's Pending and Progressing are news for a person, not something a service acts on (only
-# Available and Failed are). They are written at most once per SETTLE seconds per TC, the first
-# SETTLE seconds after aimd first sees it, so a TC whose model caches are quick goes from nothing
-# to Available in one write instead of three or four, and each write it saves would also have
-# woken its model caches. Available, Failed and a refusal are written at once.
-SETTLE = 3.0
+# Available and Failed are), and its model caches say the same with their progress. They are
+# written at most once per SETTLE seconds per TC, the first SETTLE seconds after aimd first sees
+# it (aimd.caching.settling): a TC whose model caches take less than that goes from nothing to
+# Available in one write. Available, Failed and a refusal are written at once.
+SETTLE = 10.0
 
 
-def news_can_wait(desired: Object) -> bool:
+def news_can_wait(current: Mapping[str, Any], desired: Object) -> bool:
     """True for a status that only says the TC is still on its way (pure)."""
     if desired["status"] not in (rules.PENDING, rules.PROGRESSING):
         return False
@@ -134,36 +135,12 @@ def news_can_wait(desired: Object) -> bool:
     return not (ready and ready.get("reason") == Reason.CREATE_REFUSED)
 
 
-class Settling:
-    """When each TC may next write news that can wait (:func:`news_can_wait`)."""
-
-    def __init__(self, settle: float = SETTLE, clock: Callable[[], float] = time.monotonic):
-        self.settle = settle
-        self.clock = clock
-        self._next: dict[Key, float] = {}
-
-    def wait(self, key: Key, desired: Object) -> float:
-        """Seconds before ``desired`` may be written for ``key``; 0 when it cannot wait."""
-        if not news_can_wait(desired):
-            self._next.pop(key, None)
-            return 0.0
-        moment = self.clock()
-        return max(0.0, self._next.setdefault(key, moment + self.settle) - moment)
-
-    def wrote(self, key: Key, desired: Object) -> None:
-        if news_can_wait(desired):
-            self._next[key] = self.clock() + self.settle
-
-    def forget(self, key: Key) -> None:
-        self._next.pop(key, None)
-
-
 class TemplateCacheReconciler(Reconciler):
     settling: Settling
 
     def __init__(self, manager: Manager, state: State) -> None:
         super().__init__(manager, state)
-        self.settling = Settling()
+        self.settling = Settling(news_can_wait, SETTLE)
 
     async def reconcile(self, key: Key) -> Result | None:
         namespace = key[0]
@@ -185,15 +162,15 @@ class TemplateCacheReconciler(Reconciler):
         )
         if not writes.status_patch(tc, desired):
             return None
-        wait = self.settling.wait(key, desired)
+        wait = self.settling.wait(key, tc["status"], desired)
         if wait > 0:
             return Result(requeue_after=wait)
         self._count_reuse(tc, desired)
         try:
-            await writes.write_status(self.client, kinds.TEMPLATE_CACHES, tc, desired)
+            await self.write_status(self.state.template_caches, kinds.TEMPLATE_CACHES, tc, desired)
         except NotFound:
             return None
-        self.settling.wrote(key, desired)
+        self.settling.wrote(key, tc["status"], desired)
         return None
 
     async def _owned_by_template(

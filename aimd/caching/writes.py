@@ -47,20 +47,20 @@ def status_patch(obj: ObjectLike, desired: Object) -> Object:
 
 async def write_status(
     client: KubeClient, resource: Resource, obj: ObjectLike, desired: Object
-) -> bool:
-    """Patches the status fields that changed; True if it wrote."""
+) -> Object | None:
+    """Patches the status fields that changed; the object as the API server returned it, or None
+    when nothing needed writing."""
     patch = status_patch(obj, desired)
     if not patch:
-        return False
+        return None
     metadata = obj["metadata"]
-    await client.patch(
+    return await client.patch(
         resource,
         metadata["name"],
         {"metadata": {"resourceVersion": metadata["resourceVersion"]}, "status": patch},
         metadata.get("namespace"),
         subresource="status",
     )
-    return True
 
 
 class Refused(Exception):

@@ -14,8 +14,10 @@ from aimd.caching.pods import PodProblem
 from aimd.caching.rules import worst
 from aimd.caching.service import desired_status as service_status
 from aimd.caching.service import mounts_of, reusable_template_cache
-from aimd.caching.template_cache import Settling, news_can_wait
+from aimd.caching.service import news_can_wait as service_news_can_wait
+from aimd.caching.settling import Settling
 from aimd.caching.template_cache import desired_status as template_cache_status
+from aimd.caching.template_cache import news_can_wait
 from aimd.caching.templates import Resolved, problems
 from aimd.caching.writes import Refused, status_patch
 from aimd.kube.errors import Forbidden
@@ -259,6 +261,29 @@ def svc(cache: bool = True) -> Service:
         },
         Service,
     )
+
+
+def test_a_starting_services_cache_becoming_ready_can_wait_for_its_replicas() -> None:
+    resolved = Resolved(template("hf://a/a"), "Namespace")
+    cache = {**tc(), "status": {"status": "Pending"}}
+    waiting = service_status(svc(), resolved, view(cache, TemplateCache), None, NOW)
+    assert waiting["status"] == "Starting"
+    assert not service_news_can_wait({}, waiting), "the first Starting is written at once"
+    started = view({**svc(), "status": waiting}, Service)
+    cache["status"] = {"status": "Available"}
+    ready_cache = view(cache, TemplateCache)
+    # The cache is Available, the Deployment not there yet: still Starting, news that can wait.
+    next_step = service_status(started, resolved, ready_cache, None, NOW)
+    assert next_step["status"] == "Starting"
+    assert service_news_can_wait(waiting, next_step)
+    # What comes after is written at once: Running, or a failing cache.
+    deployment = {"status": {"readyReplicas": 1}}
+    running = service_status(started, resolved, ready_cache, deployment, NOW)
+    assert running["status"] == "Running"
+    assert not service_news_can_wait(waiting, running)
+    cache["status"] = {"status": "Failed"}
+    failed = service_status(started, resolved, view(cache, TemplateCache), {}, NOW)
+    assert not service_news_can_wait(waiting, failed)
 
 
 def test_a_service_without_its_template_is_pending() -> None:
@@ -527,28 +552,29 @@ def test_a_template_caches_waiting_news_settles_but_what_services_act_on_is_writ
     None
 ):
     clock = [100.0]
-    settling = Settling(settle=3.0, clock=lambda: clock[0])
+    settling = Settling(news_can_wait, settle=3.0, clock=lambda: clock[0])
     key = ("ns", "tc")
+    now: dict[str, Any] = {}
 
     def status(state: str, reason: str = Reason.MODEL_CACHE_PENDING) -> dict[str, Any]:
         return {"status": state, "conditions": [{"type": "Ready", "reason": reason}]}
 
     pending, progressing = status("Pending"), status("Progressing")
     # First sight: a Pending waits the whole window, however often the TC is reconciled.
-    assert settling.wait(key, pending) == 3.0
+    assert settling.wait(key, now, pending) == 3.0
     clock[0] = 101.0
-    assert settling.wait(key, progressing) == 2.0
+    assert settling.wait(key, now, progressing) == 2.0
     clock[0] = 103.0
-    assert settling.wait(key, progressing) == 0.0
-    settling.wrote(key, progressing)
+    assert settling.wait(key, now, progressing) == 0.0
+    settling.wrote(key, now, progressing)
     # After a write, the next waiting news waits a window again ...
     clock[0] = 104.0
-    assert settling.wait(key, pending) == 2.0
+    assert settling.wait(key, now, pending) == 2.0
     # ... but Available, Failed and a refusal never wait.
-    assert settling.wait(key, status("Available", Reason.AVAILABLE)) == 0.0
-    assert settling.wait(key, status("Failed", Reason.MODEL_CACHE_FAILED)) == 0.0
-    assert settling.wait(key, status("Pending", Reason.CREATE_REFUSED)) == 0.0
-    assert not news_can_wait(status("Pending", Reason.CREATE_REFUSED))
+    assert settling.wait(key, now, status("Available", Reason.AVAILABLE)) == 0.0
+    assert settling.wait(key, now, status("Failed", Reason.MODEL_CACHE_FAILED)) == 0.0
+    assert settling.wait(key, now, status("Pending", Reason.CREATE_REFUSED)) == 0.0
+    assert not news_can_wait(now, status("Pending", Reason.CREATE_REFUSED))
     # A TC seen again after it went starts afresh.
     settling.forget(key)
-    assert settling.wait(key, pending) == 3.0
+    assert settling.wait(key, now, pending) == 3.0

@@ -4,9 +4,8 @@ client answers)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import base64
+from typing import Any
 
 import pytest
 
