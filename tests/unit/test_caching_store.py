@@ -20,6 +20,12 @@ def thing(rv: str, status: str) -> dict[str, Any]:
     }
 
 
+def status_of(store: Store[Any]) -> str:
+    found = store.get("a", "ns")
+    assert found is not None
+    return str(found["status"]["status"])
+
+
 def store_with(*objects: dict[str, Any]) -> tuple[Informer, Store[Any]]:
     informer = Informer(cast(KubeClient, None), THINGS)
     store: Store[Any] = Store(informer)
@@ -32,21 +38,21 @@ def test_a_write_is_read_back_until_its_watch_event_comes() -> None:
     before = store.get("a", "ns")
     assert before is not None
     store.wrote(before, thing("2", "Available"))
-    assert store.get("a", "ns")["status"]["status"] == "Available"
+    assert status_of(store) == "Available"
     # The watch brings the write: the index answers again, and so it does for what comes later.
     informer.changed("MODIFIED", thing("2", "Available"))
     informer.changed("MODIFIED", thing("3", "Failed"))
-    assert store.get("a", "ns")["status"]["status"] == "Failed"
+    assert status_of(store) == "Failed"
 
 
 def test_another_writers_change_wins_over_a_remembered_write() -> None:
     informer, store = store_with(thing("1", "Pending"))
     store.wrote(thing("1", "Pending"), thing("2", "Progressing"))
     informer.changed("MODIFIED", thing("5", "Failed"))
-    assert store.get("a", "ns")["status"]["status"] == "Failed"
+    assert status_of(store) == "Failed"
     # A write the watch brought before it was recorded is not remembered at all.
     store.wrote(thing("1", "Failed"), thing("6", "Available"))
-    assert store.get("a", "ns")["status"]["status"] == "Failed"
+    assert status_of(store) == "Failed"
     # Nor is a write that changed nothing (same resourceVersion), nor one of a deleted object.
     store.wrote(thing("5", "Failed"), thing("5", "Failed"))
     informer.changed("DELETED", thing("7", "Failed"))
