@@ -218,6 +218,29 @@ async def _service_status(kube: KubeClient, namespace: str, name: str, wanted: s
     return status_of(await get_or_none(kube, SVC, name, namespace)) == wanted
 
 
+async def test_a_running_services_deleted_deployment_is_made_again_and_said(
+    kube: KubeClient, namespace: str, aimd: Running
+) -> None:
+    await create(kube, TPL, template("llama", LLAMA), namespace)
+    await create(kube, SVC, service("svc", "llama"), namespace)
+    async with kubelet(kube, namespace):
+        await eventually(lambda: services_running(kube, namespace, 1), what="the service running")
+        assert not await _event_reasons(kube, namespace, {"Recreated"}), "a first one is routine"
+        (deployment,) = await items(kube, DEPLOYMENTS, namespace)
+        await kube.delete(DEPLOYMENTS, deployment["metadata"]["name"], namespace)
+
+        async def again() -> list[Object] | None:
+            found = await items(kube, DEPLOYMENTS, namespace)
+            uids = [d["metadata"]["uid"] for d in found]
+            return found if uids and deployment["metadata"]["uid"] not in uids else None
+
+        await eventually(again, what="the Deployment made again")
+        await eventually(
+            lambda: _event_reasons(kube, namespace, {"Recreated"}), what="a Recreated Event"
+        )
+        await eventually(lambda: services_running(kube, namespace, 1), what="running again")
+
+
 async def test_template_cache_deleted_under_a_live_service_is_recreated_without_download(
     kube: KubeClient, namespace: str, aimd: Running
 ) -> None:
