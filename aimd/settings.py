@@ -56,7 +56,7 @@ class Settings:
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
-    workers: int = 4
+    workers: int = 8
     watch_stall_timeout: float = 300.0
     shutdown_grace: float = 30.0
     log_level: str = "info"
@@ -230,7 +230,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--lease-duration", type=_duration, help="seconds a standby waits (default 15)")
     add("--renew-deadline", type=_duration, help="seconds the leader retries renewal (default 10)")
     add("--retry-period", type=_duration, help="seconds between election attempts (default 2)")
-    add("--workers", type=int, help="concurrent reconciles per controller (default 4)")
+    add("--workers", type=int, help="concurrent reconciles per controller (default 8)")
     add(
         "--watch-stall-timeout",
         type=_duration,
