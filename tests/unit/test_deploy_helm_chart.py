@@ -52,7 +52,7 @@ def test_defaults_install_what_manifests_install() -> None:
     assert defaults["metrics"]["port"] == 8443
     assert defaults["metrics"]["secure"] is True
     assert defaults["health"]["port"] == 8081
-    assert defaults["kubeApi"] == {"qps": 200, "burst": 300}
+    assert defaults["kubeApi"] == {"qps": 400, "burst": 600}
     config = one(objects, "ConfigMap")["data"]
     assert ",".join(defaults["config"]["allowedEndpoints"]) == config["AIMD_ALLOWED_ENDPOINTS"]
     assert (

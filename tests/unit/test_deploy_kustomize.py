@@ -372,8 +372,8 @@ def test_the_rate_limit_is_the_recommended_one_not_the_codes_default(
 ) -> None:
     # 20/30 (controller-runtime's, the flags' default) is the whole convergence time at a
     # thousand services; the README's table shows both.
-    assert "--kube-api-qps=200" in manager["args"]
-    assert "--kube-api-burst=300" in manager["args"]
+    assert "--kube-api-qps=400" in manager["args"]
+    assert "--kube-api-burst=600" in manager["args"]
 
 
 def test_a_drain_leaves_a_replica_to_take_the_lease(objects: list[Object]) -> None:
