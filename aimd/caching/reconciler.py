@@ -13,7 +13,9 @@ from typing import Any, TypeVar, cast
 
 from aimd.api.types import ModelCache, Object, ObjectLike, Service, TemplateCache, shaped
 from aimd.caching import rules, writes
+from aimd.caching.settling import Settling
 from aimd.caching.state import State, Store
+from aimd.kube.errors import NotFound
 from aimd.kube.resources import Resource
 from aimd.runtime import Manager
 
@@ -62,6 +64,35 @@ class Reconciler:
             return False
         store.wrote(obj, shaped(written))
         return True
+
+    async def write_news(
+        self,
+        settling: Settling,
+        store: Store[Any],
+        resource: Resource,
+        key: Key,
+        obj: ObjectLike,
+        desired: Object,
+        on_write: Callable[[], None] | None = None,
+    ) -> float:
+        """Writes the status ``desired`` of ``obj`` unless it says nothing new, or is news that
+        can wait (:mod:`aimd.caching.settling`): then the seconds to wait before deciding again,
+        else 0. ``on_write`` runs just before a write, once per status written (not per pass
+        that held it back). An object deleted meanwhile is not an error: its deletion event
+        comes next."""
+        if not writes.status_patch(obj, desired):
+            return 0.0
+        wait = settling.wait(key, obj["status"], desired)
+        if wait > 0:
+            return wait
+        if on_write is not None:
+            on_write()
+        try:
+            await self.write_status(store, resource, obj, desired)
+        except NotFound:
+            return 0.0
+        settling.wrote(key, obj["status"], desired)
+        return 0.0
 
     async def let_go(
         self,

@@ -24,7 +24,6 @@ from aimd.caching.settling import Settling
 from aimd.caching.state import State
 from aimd.caching.templates import Resolved, problems
 from aimd.kube import resources
-from aimd.kube.errors import NotFound
 from aimd.kube.resources import Resource
 from aimd.runtime import Manager, Result
 
@@ -257,16 +256,11 @@ class ServiceReconciler(Reconciler):
                 svc["metadata"].get("generation"),
                 now(),
             )
-        if not writes.status_patch(svc, desired):
-            return Result(requeue_after=REFUSAL_RETRY) if refused is not None else None
-        wait = self.settling.wait(key, svc["status"], desired)
-        if wait > 0:
+        wait = await self.write_news(
+            self.settling, self.state.services, kinds.SERVICES, key, svc, desired
+        )
+        if wait:
             return Result(requeue_after=wait)
-        try:
-            await self.write_status(self.state.services, kinds.SERVICES, svc, desired)
-        except NotFound:
-            return None
-        self.settling.wrote(key, svc["status"], desired)
         return Result(requeue_after=REFUSAL_RETRY) if refused is not None else None
 
     async def _template_cache(self, svc: Service, resolved: Resolved) -> TemplateCache | None:

@@ -7,24 +7,24 @@ watches that object. What something acts on (Available, Failed, Running, a refus
 at once, and a step that cannot wait ends the window.
 
 Each reconciler says what can wait for its kind (:func:`aimd.caching.template_cache.news_can_wait`,
-:func:`aimd.caching.service.news_can_wait`).
+:func:`aimd.caching.service.news_can_wait`) and writes through
+:meth:`aimd.caching.reconciler.Reconciler.write_news`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from aimd.api.types import Object
-from aimd.caching.reconciler import Key
 
 # (the status the object has now, the one decided) → whether the decided one can wait
 CanWait = Callable[[Mapping[str, Any], Object], bool]
 
 
 class Settling:
-    """When each object may next write news that can wait."""
+    """When each object (by its reconcile key) may next write news that can wait."""
 
     def __init__(
         self, can_wait: CanWait, settle: float, clock: Callable[[], float] = time.monotonic
@@ -32,9 +32,9 @@ class Settling:
         self.can_wait = can_wait
         self.settle = settle
         self.clock = clock
-        self._next: dict[Key, float] = {}
+        self._next: dict[Hashable, float] = {}
 
-    def wait(self, key: Key, current: Mapping[str, Any], desired: Object) -> float:
+    def wait(self, key: Hashable, current: Mapping[str, Any], desired: Object) -> float:
         """Seconds before ``desired`` may be written for ``key``; 0 when it cannot wait. The
         window opens the first time news that can wait is decided."""
         if not self.can_wait(current, desired):
@@ -43,9 +43,9 @@ class Settling:
         moment = self.clock()
         return max(0.0, self._next.setdefault(key, moment + self.settle) - moment)
 
-    def wrote(self, key: Key, current: Mapping[str, Any], desired: Object) -> None:
+    def wrote(self, key: Hashable, current: Mapping[str, Any], desired: Object) -> None:
         if self.can_wait(current, desired):
             self._next[key] = self.clock() + self.settle
 
-    def forget(self, key: Key) -> None:
+    def forget(self, key: Hashable) -> None:
         self._next.pop(key, None)

@@ -18,12 +18,11 @@ from aimd.api.meta import find_condition, now, set_condition, why
 from aimd.api.reasons import Reason
 from aimd.api.sources import source_key
 from aimd.api.types import ModelCache, ModelCacheEntry, Object, TemplateCache, view
-from aimd.caching import metrics, rules, writes
+from aimd.caching import metrics, rules
 from aimd.caching.reconciler import Key, Reconciler
 from aimd.caching.settling import Settling
 from aimd.caching.state import State
 from aimd.caching.templates import Resolved, model_sources, problems, template_owner_reference
-from aimd.kube.errors import NotFound
 from aimd.runtime import Manager, Result
 
 log = logging.getLogger(__name__)
@@ -160,18 +159,16 @@ class TemplateCacheReconciler(Reconciler):
             now(),
             self.state.refusals,
         )
-        if not writes.status_patch(tc, desired):
-            return None
-        wait = self.settling.wait(key, tc["status"], desired)
-        if wait > 0:
-            return Result(requeue_after=wait)
-        self._count_reuse(tc, desired)
-        try:
-            await self.write_status(self.state.template_caches, kinds.TEMPLATE_CACHES, tc, desired)
-        except NotFound:
-            return None
-        self.settling.wrote(key, tc["status"], desired)
-        return None
+        wait = await self.write_news(
+            self.settling,
+            self.state.template_caches,
+            kinds.TEMPLATE_CACHES,
+            key,
+            tc,
+            desired,
+            on_write=lambda: self._count_reuse(tc, desired),
+        )
+        return Result(requeue_after=wait) if wait else None
 
     async def _owned_by_template(
         self, tc: TemplateCache, resolved: Resolved
