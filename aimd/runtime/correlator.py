@@ -29,6 +29,7 @@ from typing import Any
 from aimd.api.types import Object
 
 COMBINED = "(combined from similar events): "
+CACHE_SIZE = 4096  # client-go's maxLruCacheEntries
 
 
 @dataclass(eq=False)
@@ -95,7 +96,7 @@ class _LRU(OrderedDict[Hashable, Any]):
 class SpamFilter:
     """A token bucket per object (client-go's EventSourceObjectSpamFilter)."""
 
-    def __init__(self, burst: int = 25, qps: float = 1 / 300, cache_size: int = 4096) -> None:
+    def __init__(self, burst: int = 25, qps: float = 1 / 300, cache_size: int = CACHE_SIZE) -> None:
         self.burst = burst
         self.qps = qps
         self._buckets = _LRU(cache_size)
@@ -125,7 +126,7 @@ class Correlator:
         similar_window: float = 600.0,
         spam_burst: int = 25,
         spam_qps: float = 1 / 300,
-        cache_size: int = 4096,
+        cache_size: int = CACHE_SIZE,
     ) -> None:
         self.series_window = series_window
         self.max_similar = max_similar
