@@ -2,7 +2,7 @@
 
 Run with ``python -m tests.bench.bench_converge``: 100/10/5 and 1,000/100/50 (services/templates/
 URIs), each with aimd at ``--kube-api-qps``/``--kube-api-burst`` 20/30 (controller-runtime's
-defaults) and at 200/300 (the recommended setting; see the README). ``--large`` adds
+defaults) and at 400/600 (what the manifests ship; see the README). ``--large`` adds
 10,000/1,000/500; ``--size S/T/U`` (repeatable) replaces the sizes; ``--kube-api-qps Q
 --kube-api-burst B`` (both repeatable, paired in order; 0 = no limit) replace the settings;
 ``--small`` is ``--size 100/10/5``. ``--profile`` samples aimd with py-spy during each run;
@@ -44,7 +44,7 @@ from tests.bench.converge.runs import AimdResult, Bench, FloorResult, Rate
 from tests.bench.converge.scenario import Size
 
 SMALL, MEDIUM, LARGE = Size(100, 10, 5), Size(1000, 100, 50), Size(10000, 1000, 500)
-DEFAULT_RATES = (Rate(20, 30), Rate(200, 300))
+DEFAULT_RATES = (Rate(20, 30), Rate(400, 600))
 ARTIFACTS = Path(__file__).resolve().parents[1] / ".artifacts" / "converge"
 
 Results = list[tuple[AimdResult, list[FloorResult]]]
