@@ -12,7 +12,6 @@ retried on a bounded backoff, without holding up the others (E6).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -244,32 +243,18 @@ class ModelCacheReconciler(Reconciler):
             )
 
     async def _create(self, mc: ModelCache, plan: Plan) -> Object | None:
-        """Creates the plan's children; returns the PVC if this call created it.
-
-        What a Job needs (its ServiceAccount, Role, bindings, volume) is created all at once, in
-        one round trip rather than one per child, since a model cache is the first step on every
-        service's way to Running; the Job follows once they exist, so its pod never looks for a
-        ServiceAccount not made yet. A refusal is raised after the others have been made.
-        """
+        """Creates the plan's children; returns the PVC if this call created it."""
         created_pvc = None
-        needed = [(r, body) for r, body in plan.creates if r != resources.JOBS]
-        jobs = [(r, body) for r, body in plan.creates if r == resources.JOBS]
-        for batch in (needed, jobs):
-            results = await asyncio.gather(
-                *(writes.create_or_adopt(self.client, r, body) for r, body in batch),
-                return_exceptions=True,
-            )
-            for (resource, body), created in zip(batch, results, strict=True):
-                if isinstance(created, BaseException) or created is None:
-                    continue
-                if resource in (resources.PERSISTENT_VOLUME_CLAIMS, resources.JOBS):
-                    note = f"created {resource.kind} {body['metadata']['name']}"
-                    self.manager.events.normal(mc, "Created", note)
+        for resource, body in plan.creates:
+            created = await writes.create_or_adopt(self.client, resource, body)
+            if created is not None and resource in (
+                resources.PERSISTENT_VOLUME_CLAIMS,
+                resources.JOBS,
+            ):
+                note = f"created {resource.kind} {body['metadata']['name']}"
+                self.manager.events.normal(mc, "Created", note)
                 if resource == resources.PERSISTENT_VOLUME_CLAIMS:
                     created_pvc = created
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
         return created_pvc
 
     def _count(self, mc: ModelCache, plan: Plan) -> None:
