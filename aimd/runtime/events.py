@@ -10,7 +10,7 @@ Why in the background: an Event is for people; a reconcile must neither wait for
 because of it. :meth:`EventRecorder.record` only decides (through the
 :class:`~aimd.runtime.correlator.Correlator`: repeats fold into one Event's ``series``, similar
 Events aggregate, a per-object token bucket filters spam) and queues; one task writes, one new
-Event at a time, up to ``writers`` (4) at a time while a quarter of the buffer is waiting.
+Event at a time, up to ``writers`` (4) at a time while ``burst_at`` (250) or more are waiting.
 
 What one writer task sends, and why it stays bounded:
 
@@ -59,6 +59,9 @@ WRITE_ERRORS = (ApiError, aiohttp.ClientError, TimeoutError, LeadershipLost)
 # 10,000 services make 3,000 Events, most of them in the first minutes, faster than an API
 # server that busy takes them from four writers: a buffer of 1,000 dropped 188.
 BUFFER = CACHE_SIZE
+# Waiting Events from which the writers send several at once: a burst, not the Event or two a
+# reconcile makes. Apart from BUFFER, so that a bigger buffer does not also ramp later.
+BURST_AT = 250
 
 
 def reference(obj: ObjectLike) -> Object:
@@ -84,6 +87,7 @@ class EventRecorder:
         *,
         buffer: int = BUFFER,
         writers: int = 4,
+        burst_at: int = BURST_AT,
         series_interval: float = 10.0,
         report_interval: float = 60.0,
         correlator: Correlator | None = None,
@@ -94,6 +98,7 @@ class EventRecorder:
         self.instance = instance[:128]
         self.buffer = buffer
         self.writers = max(1, writers)
+        self.burst_at = max(1, burst_at)
         self.series_interval = series_interval
         self.report_interval = report_interval
         self.correlator = correlator or Correlator()
@@ -190,13 +195,13 @@ class EventRecorder:
     # -- writing ------------------------------------------------------------------------------
 
     def _next_batch(self) -> list[Series]:
-        """One new Event, or up to ``writers`` once a quarter of the buffer is waiting.
+        """One new Event, or up to ``writers`` once ``burst_at`` are waiting.
 
         One at a time keeps Events behind the reconciles that caused them; a few at a time keeps a
         burst from being dropped (10,000 services made 12,000 Events in 500 s on a busy API
         server, and one POST at a time let 1,151 of them overflow the buffer).
         """
-        size = self.writers if len(self._new) >= max(1, self.buffer // 4) else 1
+        size = self.writers if len(self._new) >= self.burst_at else 1
         return [self._new.popleft() for _ in range(min(size, len(self._new)))]
 
     def _next_stale(self, now: float) -> Series | None:

@@ -176,8 +176,8 @@ async def test_a_few_events_go_one_by_one_and_a_burst_a_few_at_a_time_none_lost(
             in_flight -= 1
 
     kube.create = counted_create  # type: ignore[method-assign]
-    # A quarter of a buffer of 40 is 10 waiting: 24 at once is a burst, 3 are not.
-    recorder = EventRecorder(kube, "aimd-test", "replica-0", buffer=40, writers=4)
+    # From 10 waiting on it is a burst: 24 at once are, 3 are not.
+    recorder = EventRecorder(kube, "aimd-test", "replica-0", writers=4, burst_at=10)
     writer = asyncio.create_task(recorder.run())
     try:
         for subject in subjects[:3]:

@@ -1,6 +1,6 @@
 """How many new Events may wait for the writer: a start-up burst waits rather than drops; past the
-bound, what is dropped is counted. (Writing them is tested against a real API server in
-tests/integration/test_runtime_events.py.)"""
+bound, what is dropped is counted; from how many waiting the writers send several at once.
+(Writing them is tested against a real API server in tests/integration/test_runtime_events.py.)"""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import cast
 from prometheus_client import REGISTRY
 
 from aimd.kube.client import KubeClient
-from aimd.runtime.events import BUFFER, EventRecorder
+from aimd.runtime.events import BUFFER, BURST_AT, EventRecorder
 
 
 def dropped(reason: str) -> float:
@@ -36,3 +36,17 @@ def test_the_burst_ten_thousand_services_make_waits_and_only_beyond_the_buffer_i
     for n in range(3000, BUFFER + 5):
         recorder.normal(service(n), "CreatedTemplateCache", f"created AIMTemplateCache tc-{n}")
     assert dropped("buffer_full") == before + 5
+
+
+def test_the_writers_send_several_at_once_from_a_few_hundred_waiting_whatever_the_buffer() -> None:
+    recorder = EventRecorder(cast(KubeClient, None), "aimd", "replica-0", writers=4)
+    for n in range(BURST_AT - 1):
+        recorder.normal(service(n), "CreatedTemplateCache", f"created AIMTemplateCache tc-{n}")
+    # The Event or two a reconcile makes go one at a time, behind the writes that caused them.
+    assert len(recorder._next_batch()) == 1
+    for n in range(BURST_AT - 1, BURST_AT + 1):
+        recorder.normal(service(n), "CreatedTemplateCache", f"created AIMTemplateCache tc-{n}")
+    # A burst: the ramp stays where it was when the buffer was 1,000 (a quarter of it), rather
+    # than moving to a quarter of 4,096.
+    assert BURST_AT < BUFFER // 4
+    assert len(recorder._next_batch()) == 4
