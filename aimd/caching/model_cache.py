@@ -195,15 +195,16 @@ class ModelCacheReconciler(Reconciler):
     async def _drive(self, mc: ModelCache) -> float | None:
         seen = self._observe(mc)
         plan = decide(mc, seen, self.downloads, now(), self.policy)
+        made: list[str] = []
         try:
-            created_pvc = await self._create(mc, plan)
+            created_pvc = await self._create(mc, plan, made)
             if created_pvc is not None:
                 # The Job's name needs the new PVC's uid, which the create just returned: start it
                 # in this pass rather than write a Pending status the next pass would overwrite.
                 seen = replace(seen, pvc=created_pvc, downloader_ready=(True, True, True))
                 first, plan = plan, decide(mc, seen, self.downloads, now(), self.policy)
                 plan.retired_volumes[:0] = first.retired_volumes
-                await self._create(mc, plan)
+                await self._create(mc, plan, made)
         except writes.Refused as refusal:
             status, delay = refused(mc, refusal, now())
             try:
@@ -211,6 +212,10 @@ class ModelCacheReconciler(Reconciler):
             except NotFound:
                 return None
             return delay
+        finally:
+            if made:
+                # One Event for what one pass made (the PVC and its Job): each is a write.
+                self.manager.events.normal(mc, "Created", "created " + " and ".join(made))
         try:
             wrote = await self.write_status(
                 self.state.model_caches, kinds.MODEL_CACHES, mc, plan.status
@@ -242,8 +247,9 @@ class ModelCacheReconciler(Reconciler):
                 resources.PERSISTENT_VOLUME_CLAIMS, meta["name"], patch, meta["namespace"]
             )
 
-    async def _create(self, mc: ModelCache, plan: Plan) -> Object | None:
-        """Creates the plan's children; returns the PVC if this call created it."""
+    async def _create(self, mc: ModelCache, plan: Plan, made: list[str]) -> Object | None:
+        """Creates the plan's children, adding the PVC and Job it made to ``made`` (what the
+        Created Event says); returns the PVC if this call created it."""
         created_pvc = None
         for resource, body in plan.creates:
             created = await writes.create_or_adopt(self.client, resource, body)
@@ -251,8 +257,7 @@ class ModelCacheReconciler(Reconciler):
                 resources.PERSISTENT_VOLUME_CLAIMS,
                 resources.JOBS,
             ):
-                note = f"created {resource.kind} {body['metadata']['name']}"
-                self.manager.events.normal(mc, "Created", note)
+                made.append(f"{resource.kind} {body['metadata']['name']}")
                 if resource == resources.PERSISTENT_VOLUME_CLAIMS:
                     created_pvc = created
         return created_pvc

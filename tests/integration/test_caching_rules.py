@@ -300,12 +300,21 @@ async def test_a_failed_download_retries_by_itself(
     assert failed["status"]["nextRetryTime"]
     ready = next(c for c in failed["status"]["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "RateLimited"
-    await eventually(lambda: _live(kube, JOBS, namespace, 2), what="a second Job (the retry)")
+    retry = next(
+        j
+        for j in await eventually(lambda: _live(kube, JOBS, namespace, 2), what="the retry's Job")
+        if j["metadata"]["uid"] != job["metadata"]["uid"]
+    )
     reasons = await eventually(
         lambda: _event_reasons(kube, namespace, {"RateLimited", "Retrying", "Created"}),
         what="Events for the failure, the retry and the creations",
     )
     assert {"RateLimited", "Retrying", "Created"} <= reasons
+    # One Event per pass for what it made: the first pass made the PVC and its Job.
+    (claim,) = await items(kube, PERSISTENT_VOLUME_CLAIMS, namespace)
+    first = f"PersistentVolumeClaim {claim['metadata']['name']} and Job {job['metadata']['name']}"
+    made = {f"created {first}", f"created Job {retry['metadata']['name']}"}
+    await eventually(lambda: _created_notes(kube, namespace, made), what="the Created Events")
     await eventually(lambda: _mc_with(kube, namespace, "Progressing"), what="Progressing again")
     async with kubelet(kube, namespace):
         await eventually(lambda: _mc_with(kube, namespace, "Available"), what="Available")
@@ -495,6 +504,12 @@ async def _versions(kube: KubeClient, namespace: str) -> dict[str, str]:
                 "resourceVersion"
             ]
     return versions
+
+
+async def _created_notes(kube: KubeClient, namespace: str, wanted: set[str]) -> set[str] | None:
+    events = await items(kube, EVENTS, namespace)
+    notes = {e.get("note", "") for e in events if e.get("reason") == "Created"}
+    return notes if notes == wanted else None
 
 
 async def _event_reasons(kube: KubeClient, namespace: str, wanted: set[str]) -> set[str] | None:
