@@ -7,6 +7,7 @@ The TC is owned by the template, not the service, so it outlives the service whe
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -21,7 +22,7 @@ from aimd.api.types import Condition, Object, Service, ServiceCache, TemplateCac
 from aimd.caching import builders, metrics, names, rules, writes
 from aimd.caching.reconciler import Key, Reconciler
 from aimd.caching.settling import Settling
-from aimd.caching.state import State
+from aimd.caching.state import State, Store
 from aimd.caching.templates import Resolved, problems
 from aimd.kube import resources
 from aimd.kube.resources import Resource
@@ -295,8 +296,7 @@ class ServiceReconciler(Reconciler):
     async def _workload(
         self, svc: Service, resolved: Resolved, mounts: list[tuple[str, str]] | None
     ) -> None:
-        created: list[str] = []
-        for resource, store, body in (
+        children = (
             (
                 resources.DEPLOYMENTS,
                 self.state.deployments,
@@ -307,19 +307,33 @@ class ServiceReconciler(Reconciler):
                 self.state.workload_services,
                 builders.service(svc, resolved.template),
             ),
-        ):
-            current = store.get(body["metadata"]["name"], body["metadata"]["namespace"])
-            if await self._ensure(resource, current, body):
-                created.append(f"{resource.kind} {body['metadata']['name']}")
+        )
+        # Both at once: neither needs the other, and a service's first pass is a chain of round
+        # trips (finalizer, children, status) that the workers spend waiting on the API server.
+        # Each is still ensured to the end when the other fails; the first failure is raised.
+        outcomes = await asyncio.gather(
+            *(self._ensure(resource, store, body) for resource, store, body in children),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        created = [
+            f"{resource.kind} {body['metadata']['name']}"
+            for (resource, _, body), made in zip(children, outcomes, strict=True)
+            if made
+        ]
         if created and svc["status"].get("status") in ("Running", "Degraded"):
             # Only a workload made again is news: someone removed what a running service had.
             # A first one is routine and said by the Ready condition; an Event per service costs
             # the API server as much as any other write (a sixth of the time at 1,000 services).
             self.manager.events.normal(svc, "Recreated", "created " + " and ".join(created))
 
-    async def _ensure(self, resource: Resource, current: Object | None, body: Object) -> bool:
+    async def _ensure(self, resource: Resource, store: Store[Object], body: Object) -> bool:
         """Creates the child, or patches its spec when what aimd wants of it changed (compared by a
-        hash of the desired spec, so fields the API server defaults never cause a write)."""
+        hash of the desired spec, so fields the API server defaults never cause a write); True
+        when it created it."""
+        current = store.get(body["metadata"]["name"], body["metadata"]["namespace"])
         digest = spec_hash(body)
         body["metadata"].setdefault("annotations", {})[SPEC_HASH] = digest
         if current is None:
