@@ -12,6 +12,7 @@ retried on a bounded backoff, without holding up the others (E6).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -249,17 +250,31 @@ class ModelCacheReconciler(Reconciler):
 
     async def _create(self, mc: ModelCache, plan: Plan, made: list[str]) -> Object | None:
         """Creates the plan's children, adding the PVC and Job it made to ``made`` (what the
-        Created Event says); returns the PVC if this call created it."""
+        Created Event says); returns the PVC if this call created it.
+
+        What a Job needs (its ServiceAccount, Role, RoleBinding, PVC) goes in one round trip, not
+        one each: a model cache is the first step on every service's way to Running. The Job
+        follows once they exist, so its pod never looks for a ServiceAccount not made yet. Each
+        create runs to its end when another is refused; the first failure is then raised.
+        """
         created_pvc = None
-        for resource, body in plan.creates:
-            created = await writes.create_or_adopt(self.client, resource, body)
-            if created is not None and resource in (
-                resources.PERSISTENT_VOLUME_CLAIMS,
-                resources.JOBS,
-            ):
-                made.append(f"{resource.kind} {body['metadata']['name']}")
+        needed = [(r, body) for r, body in plan.creates if r != resources.JOBS]
+        jobs = [(r, body) for r, body in plan.creates if r == resources.JOBS]
+        for batch in (needed, jobs):
+            outcomes = await asyncio.gather(
+                *(writes.create_or_adopt(self.client, r, body) for r, body in batch),
+                return_exceptions=True,
+            )
+            for (resource, body), created in zip(batch, outcomes, strict=True):
+                if created is None or isinstance(created, BaseException):
+                    continue
+                if resource in (resources.PERSISTENT_VOLUME_CLAIMS, resources.JOBS):
+                    made.append(f"{resource.kind} {body['metadata']['name']}")
                 if resource == resources.PERSISTENT_VOLUME_CLAIMS:
                     created_pvc = created
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
         return created_pvc
 
     def _count(self, mc: ModelCache, plan: Plan) -> None:
