@@ -55,6 +55,9 @@ class Store(Generic[T]):
         self.informer = informer
         # (namespace, name) → (the resourceVersion a write was made over, the object it returned)
         self._written: dict[tuple[str | None, str], tuple[str, Object]] = {}
+        # While an event is delivered: its resourceVersion, when it brings back exactly a write
+        # aimd remembered (this handler runs before any other of the informer's).
+        self._echo: str | None = None
         informer.add_handler(self._caught_up)
 
     def get(self, name: str, namespace: str | None = None) -> T | None:
@@ -86,15 +89,27 @@ class Store(Generic[T]):
             # (When the watch has brought the write already, the index answers by itself.)
             self._written[(namespace, name)] = (replaced, after)
 
+    def is_own_write(self, obj: ObjectLike) -> bool:
+        """Whether the event being delivered brings back, unchanged, a write aimd remembered: it
+        tells the pass that wrote it nothing that pass did not decide on. (Only a write the watch
+        had not yet brought when it returned is remembered; any other change has a newer
+        resourceVersion.)"""
+        return self._echo is not None and obj["metadata"].get("resourceVersion") == self._echo
+
     def _caught_up(self, event_type: str, old: Object | None, new: Object | None) -> None:
         """An event for an object aimd wrote: the index has moved past that write's base (to the
         write itself or beyond), so the index answers again."""
+        self._echo = None
         if not self._written:
             return
         obj = new if new is not None else old
         if obj is not None:
             metadata = obj["metadata"]
-            self._written.pop((metadata.get("namespace"), metadata["name"]), None)
+            written = self._written.pop((metadata.get("namespace"), metadata["name"]), None)
+            if written is not None and new is not None:
+                version = new["metadata"].get("resourceVersion")
+                if version == written[1]["metadata"].get("resourceVersion"):
+                    self._echo = version
 
     def list(self, namespace: str | None = None) -> builtins.list[T]:
         return cast(builtins.list[T], self.informer.index.list(namespace))

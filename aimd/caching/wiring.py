@@ -8,6 +8,7 @@ Each maps one change (``old`` → ``new``; either may be None) to every key that
 - an MC's change to its URI and every TC whose template needs that URI (not only the TC that
   made it) or whose status lists it;
 - a child's change (PVC, Job, ...) to its MC's URI; a workload's change to its service;
+- a service's change to itself, except aimd's own write of it coming back unchanged;
 - a namespace beginning to terminate to every TC and service in it (D7: finalizers go at once).
 
 The functions read the index (which already holds ``new``: the informer's order promise) and
@@ -123,7 +124,11 @@ def on_model_cache_child(state: State, old: Object | None, new: Object | None) -
 
 
 def on_service(state: State, old: Service | None, new: Service | None) -> Keys:
+    """A service's change wakes the service, unless it is aimd's own write of it coming back
+    (its finalizer, its status): the pass that wrote it has decided on all else it read."""
     svc = _either(old, new)
+    if old is not None and new is not None and state.services.is_own_write(new):
+        return Keys()
     return Keys(services={(namespace_of(svc), svc["metadata"]["name"])})
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from aimd.api.sources import source_key
-from aimd.api.types import ModelCache, Template, TemplateCache, view
+from aimd.api.types import ModelCache, Service, Template, TemplateCache, view
 from aimd.caching import wiring
 from aimd.caching.state import State, Store
 from aimd.kube.client import KubeClient
@@ -187,3 +187,35 @@ def test_what_a_namespace_allows_changing_judges_its_caches_again() -> None:
     assert wiring.on_namespace(s, before, after).model_caches == {(NS, "s3://bucket/x")}
     relabelled = {"metadata": {**after["metadata"], "labels": {"team": "a"}}}
     assert wiring.on_namespace(s, after, relabelled) == wiring.Keys()
+
+
+def test_a_service_is_not_woken_by_its_own_write_coming_back_but_by_any_other_change() -> None:
+    s = blank()
+    woken: list[wiring.Keys] = []
+    # As install() wires it: a handler added after the store's own.
+    s.services.informer.add_handler(
+        lambda _, old, new: woken.append(
+            wiring.on_service(s, cast(Service | None, old), cast(Service | None, new))
+        )
+    )
+    add(s.services, service("svc", "a"))
+    assert woken.pop().services == {(NS, "svc")}
+
+    def version(rv: str, status: str) -> Object:
+        return {
+            **service("svc", "a"),
+            "metadata": meta("svc", resourceVersion=rv),
+            "status": {"status": status},
+        }
+
+    # aimd writes its status; the watch brings exactly that write back: nothing new to decide.
+    s.services.wrote(version("1", ""), version("2", "Starting"))
+    s.services.informer.changed("MODIFIED", version("2", "Starting"))
+    assert woken.pop().services == set()
+    # Someone else's change wakes it, and so does an event past aimd's write (another writer
+    # came in between): only the very version the write returned is its echo.
+    s.services.informer.changed("MODIFIED", version("3", "Starting"))
+    assert woken.pop().services == {(NS, "svc")}
+    s.services.wrote(version("3", "Starting"), version("4", "Running"))
+    s.services.informer.changed("MODIFIED", version("5", "Running"))
+    assert woken.pop().services == {(NS, "svc")}
