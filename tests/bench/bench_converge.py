@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -201,6 +202,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    # SIGTERM (kill, a CI timeout) stops it as Ctrl-C does, through the finally blocks that stop
+    # aimd and the control plane, rather than leaving an API server and etcd running.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     asyncio.run(main_async(args))
 
 
