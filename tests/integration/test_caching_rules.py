@@ -506,15 +506,19 @@ async def _versions(kube: KubeClient, namespace: str) -> dict[str, str]:
     return versions
 
 
-async def _created_notes(kube: KubeClient, namespace: str, wanted: set[str]) -> set[str] | None:
+async def _aimd_events(kube: KubeClient, namespace: str) -> list[Object]:
     events = await items(kube, EVENTS, namespace)
+    return [e for e in events if e.get("reportingController") == "aimd"]
+
+
+async def _created_notes(kube: KubeClient, namespace: str, wanted: set[str]) -> set[str] | None:
+    events = await _aimd_events(kube, namespace)
     notes = {e.get("note", "") for e in events if e.get("reason") == "Created"}
     return notes if notes == wanted else None
 
 
 async def _event_reasons(kube: KubeClient, namespace: str, wanted: set[str]) -> set[str] | None:
-    events = await items(kube, EVENTS, namespace)
-    reasons = {e.get("reason", "") for e in events if e.get("reportingController") == "aimd"}
+    reasons = {e.get("reason", "") for e in await _aimd_events(kube, namespace)}
     return reasons if wanted <= reasons else None
 
 
