@@ -99,6 +99,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="longest total wait the source may ask for with Retry-After before RateLimited",
     )
     parser.add_argument(
+        "--direct-io",
+        choices=("auto", "off"),
+        default=os.environ.get("AIMD_DIRECT_IO", "auto"),
+        help="auto: write with O_DIRECT on ext4 and xfs, past the page cache; off: always "
+        "through it (env AIMD_DIRECT_IO, default auto)",
+    )
+    parser.add_argument(
         "--report-interval",
         type=float,
         default=_env_number("AIMD_REPORT_INTERVAL", 10),
@@ -266,6 +273,7 @@ class _Attempt:
             chunk_size=max(1, args.chunk_size) << 20,
             stall_timeout=max(0.1, args.stall_timeout),
             max_retry_after=max(0.0, args.max_retry_after),
+            direct_io=args.direct_io == "auto",
         )
         started = time.monotonic()
         try:

@@ -7,6 +7,17 @@ cache, in that order), so a killed process loses nothing it wrote and the next a
 for what follows. ``<key>`` hashes the file's path, size and identity (blob id, ETag), so bytes
 of other content are never resumed into it.
 
+On ext4 and xfs the data goes to the device with ``O_DIRECT``, past the page cache. Why: a model
+is read by other pods, often on other nodes, not by the download, so caching what it writes only
+costs. Every page of a buffered write is a page the kernel must find, fill, and later write back
+and reclaim, inside the Job's memory limit and at the expense of whatever else the node caches;
+on this project's benchmark machine (a VM) that page handling was most of a download's time
+(README, "Download performance").
+Direct writes need the buffer, offset and length aligned to the device's block (``ALIGN``); what
+is not aligned (a file's tail) is written through the page cache, and a filesystem that refuses
+a direct write turns them off for that file. Network filesystems (NFS, CephFS, FUSE) keep
+buffered writes: there a direct write is a synchronous round trip.
+
 What this does not survive is a node crash losing the page cache between the two writes; the
 digest check before a file is moved into place catches that where the source publishes one.
 """
@@ -14,7 +25,9 @@ digest check before a file is moved into place catches that where the source pub
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
+import logging
 import os
 import struct
 from pathlib import Path
@@ -25,6 +38,38 @@ MAGIC = b"AIMDPRT1"
 HEADER = struct.Struct("<8sQQ")  # magic, file size, chunk size
 SLOT = struct.Struct("<Q")  # bytes of one chunk on disk
 PARTIAL_DIR = "partial"
+# O_DIRECT's alignment of buffer, offset and length: the logical block of every common device
+# (512 or 4096 bytes); the transfer's chunks and buffers are multiples of it.
+ALIGN = 4096
+# Local block filesystems, where a direct write is a DMA to the device (see the docstring).
+DIRECT_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs"})
+
+log = logging.getLogger(__name__)
+
+
+def writes_directly(directory: Path) -> bool:
+    """Whether files under ``directory`` are written with ``O_DIRECT``: its filesystem is one of
+    ``DIRECT_FILESYSTEMS`` (found in the mount table by device number)."""
+    try:
+        mounts = Path("/proc/self/mountinfo").read_text()
+        device = os.stat(directory).st_dev
+    except OSError:
+        return False
+    return filesystem_type(mounts, device) in DIRECT_FILESYSTEMS
+
+
+def filesystem_type(mountinfo: str, device: int) -> str | None:
+    """The type of the filesystem on ``device`` in the text of ``/proc/self/mountinfo``: field 3
+    is the mount's ``major:minor``, and the type follows the ``-`` that ends the optional
+    fields."""
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == wanted and "-" in fields[3:]:
+            rest = fields[fields.index("-", 3) + 1 :]
+            if rest:
+                return rest[0]
+    return None
 
 
 class Chunk:
@@ -51,7 +96,9 @@ class Chunk:
 class PartialFile:
     """One file on its way: its partial and progress files, its chunks, lazily opened fds."""
 
-    def __init__(self, remote: RemoteFile, target: Path, partial_dir: Path) -> None:
+    def __init__(
+        self, remote: RemoteFile, target: Path, partial_dir: Path, *, direct: bool = False
+    ) -> None:
         self.remote = remote
         self.final = target / remote.path
         key = f"{remote.path}\0{remote.identity}\0{remote.size}".encode()
@@ -59,7 +106,9 @@ class PartialFile:
         self.partial = partial_dir / f"{self.key}.part"
         self.progress = partial_dir / f"{self.key}.progress"
         self.chunks: list[Chunk] = []
+        self.direct = direct
         self.fd = -1
+        self.direct_fd = -1
         self.progress_fd = -1
 
     def prepare(self, chunk_size: int) -> int:
@@ -99,12 +148,18 @@ class PartialFile:
         return chunk_size, slots
 
     def open(self) -> int:
-        """The data fd, creating the partial and progress files on first use."""
+        """The data fd (buffered: reads, a file's tail), creating the partial and progress files
+        on first use, and the direct one beside it when the file is written directly."""
         if self.fd >= 0:
             return self.fd
         fresh = not self.progress.exists()
         self.fd = os.open(self.partial, os.O_RDWR | os.O_CREAT, 0o644)
         self.progress_fd = os.open(self.progress, os.O_RDWR | os.O_CREAT, 0o644)
+        if self.direct:
+            try:
+                self.direct_fd = os.open(self.partial, os.O_WRONLY | os.O_DIRECT)
+            except OSError as error:
+                log.debug("%s: no direct writes (%s)", self.remote.path, error)
         if fresh:
             # Sparse: reserving the whole size would make glibc write zeros on filesystems
             # without fallocate (NFS, common under ReadWriteMany volumes).
@@ -114,14 +169,34 @@ class PartialFile:
             os.pwrite(self.progress_fd, header + bytes(SLOT.size * len(self.chunks)), 0)
         return self.fd
 
+    def write(self, block: memoryview, position: int) -> None:
+        """Writes ``block`` at ``position``: its aligned part directly when the file is written
+        so, the rest through the page cache. (From worker threads, each on its own range.)"""
+        size = len(block)
+        aligned = self.direct and self.direct_fd >= 0 and position % ALIGN == 0
+        direct = size - size % ALIGN if aligned else 0
+        if direct:
+            try:
+                os.pwrite(self.direct_fd, block[:direct], position)
+            except OSError as error:
+                if error.errno != errno.EINVAL:
+                    raise
+                # The filesystem or device wants another alignment: buffered from now on. (The
+                # fd stays open until close: another thread may be writing with it.)
+                log.debug("%s: direct write refused (%s)", self.remote.path, error)
+                self.direct = False
+                direct = 0
+        if direct < size:
+            os.pwrite(self.fd, block[direct:], position + direct)
+
     def record(self, chunk: Chunk) -> None:
         os.pwrite(self.progress_fd, SLOT.pack(chunk.done), HEADER.size + chunk.index * SLOT.size)
 
     def close(self) -> None:
-        for fd in (self.fd, self.progress_fd):
+        for fd in (self.fd, self.direct_fd, self.progress_fd):
             if fd >= 0:
                 os.close(fd)
-        self.fd = self.progress_fd = -1
+        self.fd = self.direct_fd = self.progress_fd = -1
 
     def discard(self) -> None:
         self.close()

@@ -3,7 +3,8 @@
 How it is fast: every file is cut into chunks (16 MiB by default) fetched with ranged GETs by
 ``concurrency`` workers. The bytes never touch the event loop: each GET runs in a worker thread
 (:mod:`aimd.download.fetch`) that reads the body into its own buffer, ``pwrite``-s it at its
-offset and offers it to the file's checker, all of which release the GIL. A worker keeps to one
+offset (past the page cache where the filesystem does that well: :mod:`aimd.download.partial`)
+and offers it to the file's checker, all of which release the GIL. A worker keeps to one
 file, chunk after chunk, while there are files nobody has started, so with many files each is
 written by one thread in order and hashed from memory as it arrives (no read-back, one inode per
 writer); with fewer files than workers they share the chunks of the first unfinished one, and
@@ -37,6 +38,7 @@ import errno
 import fcntl
 import http.client
 import logging
+import mmap
 import os
 import random
 import threading
@@ -47,9 +49,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from aimd.download.fetch import Aborted, Answer, Http
+from aimd.download.fetch import Aborted, Answer, Exchange, Http
 from aimd.download.manifest import STATE_DIR, Manifest
-from aimd.download.partial import PARTIAL_DIR, Chunk, PartialFile
+from aimd.download.partial import ALIGN, PARTIAL_DIR, Chunk, PartialFile, writes_directly
 from aimd.download.plan import Plan, RemoteFile
 from aimd.download.reasons import DownloadFailed, Reason
 from aimd.download.targets import MAX_REDIRECTS, Target, Targets
@@ -57,8 +59,9 @@ from aimd.download.verify import InOrder, checker, file_matches
 
 log = logging.getLogger(__name__)
 
-# Bytes per read of a body into a worker's buffer: large enough that Python's cost per read is
-# noise, small enough that the progress record follows closely.
+# Bytes per write from a worker's buffer (filled by as many reads as it takes): large enough
+# that Python's cost per block is noise, small enough that the progress record follows closely;
+# a multiple of ALIGN, for direct writes.
 BLOCK = 1 << 20
 LOCK = "lock"
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -73,6 +76,8 @@ class Settings:
     stall_timeout: float = 120.0
     max_retry_after: float = 300.0
     attempts: int = 8
+    # Write past the page cache on filesystems that do it well (aimd/download/partial.py).
+    direct_io: bool = True
 
 
 class _Retry(Exception):
@@ -176,8 +181,9 @@ class Transfer:
         partial_dir.mkdir(parents=True, exist_ok=True)
         manifest = Manifest(self.target, self.plan.uri, self.plan.revision)
         pending: list[PartialFile] = []
+        direct = self.settings.direct_io and writes_directly(partial_dir)
         for remote in self.plan.files:
-            file = PartialFile(remote, self.target, partial_dir)
+            file = PartialFile(remote, self.target, partial_dir, direct=direct)
             if await self._already_in_place(file, manifest):
                 self.on_disk += remote.size
                 self.skipped_files += 1
@@ -380,16 +386,14 @@ class Transfer:
         position = start
         try:
             while position < end:
-                try:
-                    received = exchange.read_into(buffer[: min(len(buffer), end - position)])
-                except (OSError, http.client.HTTPException) as error:
-                    if self.stopping:
-                        raise Aborted from error
-                    raise _Retry(f"{type(error).__name__}: {error}") from error
+                want = min(len(buffer), end - position)
+                if position % ALIGN:
+                    want = min(want, ALIGN - position % ALIGN)  # resumed mid-block: realign
+                received = self._fill(exchange, buffer[:want])
                 if not received:
                     break
                 block = buffer[:received]
-                os.pwrite(file.fd, block, position)
+                file.write(block, position)
                 if check is not None:
                     check.offer(block, position)
                 position += received
@@ -406,6 +410,24 @@ class Transfer:
                 raise Aborted
             raise _Retry("the connection closed early")
         return None
+
+    def _fill(self, exchange: Exchange, view: memoryview) -> int:
+        """Reads body bytes into ``view`` until it is full or the body ends; returns how many.
+        Whole blocks keep direct writes aligned; each read counts as activity, so a slow source
+        is not taken for a stalled one while a block fills."""
+        filled = 0
+        while filled < len(view):
+            try:
+                received = exchange.read_into(view[filled:])
+            except (OSError, http.client.HTTPException) as error:
+                if self.stopping:
+                    raise Aborted from error
+                raise _Retry(f"{type(error).__name__}: {error}") from error
+            if not received:
+                break
+            filled += received
+            self._last_activity = time.monotonic()
+        return filled
 
     def _raise_for(self, answer: Answer, file: RemoteFile) -> None:
         status = answer.status
@@ -537,10 +559,11 @@ _local = threading.local()
 
 
 def _buffer() -> memoryview:
-    """This worker thread's receive buffer, reused for every request it makes."""
+    """This worker thread's receive buffer, reused for every request it makes; anonymous
+    memory from ``mmap``, so page-aligned as direct writes need."""
     buffer: memoryview | None = getattr(_local, "buffer", None)
     if buffer is None:
-        buffer = _local.buffer = memoryview(bytearray(BLOCK))
+        buffer = _local.buffer = memoryview(mmap.mmap(-1, BLOCK))
     return buffer
 
 

@@ -25,8 +25,10 @@ from aimd.dev.localhub import DEMO_COMMIT as COMMIT
 from aimd.dev.localhub import LocalHub, serve_hub
 from aimd.download import partial
 from aimd.download.command import configure, download
+from aimd.download.manifest import STATE_DIR
 from aimd.download.probe import probe
 from aimd.download.reasons import EXIT_CODES, Reason
+from aimd.download.source import resolve
 from tests.support import eventually
 
 TOKEN = "hf_good_token"
@@ -310,6 +312,31 @@ async def test_resume_after_kill_fetches_only_missing_bytes(
     assert last_json(capsys)["fetchedBytes"] == total - on_disk
     for name, data in repo.files.items():
         assert (target / name).read_bytes() == data
+
+
+async def test_a_file_resumed_at_an_odd_offset_is_completed_exactly(
+    hf_env: LocalHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A partial file whose first chunk holds 1,000 bytes (not a multiple of a block, as an
+    attempt cut off mid-read leaves it): the rest is fetched once and lands at its offsets,
+    realigned for direct writes."""
+    data = os.urandom((3 << 20) + 123)
+    hf_env.add("org/odd", {"weights.safetensors": data})
+    target = tmp_path / "m"
+    plan = await resolve("hf://org/odd")
+    partial_dir = target / STATE_DIR / partial.PARTIAL_DIR
+    partial_dir.mkdir(parents=True)
+    remote = next(f for f in plan.files if f.path == "weights.safetensors")
+    resumed = partial.PartialFile(remote, target, partial_dir)
+    resumed.prepare(1 << 20)
+    os.pwrite(resumed.open(), data[:1000], 0)
+    resumed.chunks[0].done = 1000
+    resumed.record(resumed.chunks[0])
+    resumed.close()
+    hf_env.served = 0
+    assert await download(args_for("hf://org/odd", target)) == 0, last_json(capsys)
+    assert hf_env.served == sum(remote.size for remote in plan.files) - 1000
+    assert (target / "weights.safetensors").read_bytes() == data
 
 
 def fill(path: Path) -> None:
