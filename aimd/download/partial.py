@@ -177,7 +177,7 @@ class PartialFile:
         direct = size - size % ALIGN if aligned else 0
         if direct:
             try:
-                os.pwrite(self.direct_fd, block[:direct], position)
+                _write_all(self.direct_fd, block[:direct], position)
             except OSError as error:
                 if error.errno != errno.EINVAL:
                     raise
@@ -187,7 +187,7 @@ class PartialFile:
                 self.direct = False
                 direct = 0
         if direct < size:
-            os.pwrite(self.fd, block[direct:], position + direct)
+            _write_all(self.fd, block[direct:], position + direct)
 
     def record(self, chunk: Chunk) -> None:
         os.pwrite(self.progress_fd, SLOT.pack(chunk.done), HEADER.size + chunk.index * SLOT.size)
@@ -218,3 +218,13 @@ class PartialFile:
         self.final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.partial, self.final)
         self.progress.unlink(missing_ok=True)
+
+
+def _write_all(fd: int, block: memoryview, position: int) -> None:
+    """``pwrite`` until every byte is written: a write may be short (a signal, a nearly full
+    volume), and what it left out must not be counted as on disk."""
+    while block:
+        written = os.pwrite(fd, block, position)
+        if not written:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        block, position = block[written:], position + written
