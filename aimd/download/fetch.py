@@ -141,9 +141,9 @@ class Exchange:
 
     def read_into(self, view: memoryview) -> int:
         """Reads body bytes into ``view`` as soon as some are there (at most one read from the
-        socket), so progress records, checks and stall detection follow a slow source closely;
-        0 at the end of the body. (``HTTPResponse.readinto`` waits until ``view`` is full: at a
-        few KB/s that is minutes per MiB.)"""
+        socket), so the caller sees a slow source's every read (stall detection follows it
+        closely); 0 at the end of the body. (``HTTPResponse.readinto`` waits until ``view`` is
+        full: at a few KB/s that is minutes per MiB.)"""
         response = self.response
         if response.chunked or response.length is None:
             return response.readinto(view[:UNSIZED_READ])
