@@ -7,6 +7,7 @@ import ctypes
 import ctypes.util
 import mmap
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -52,15 +53,15 @@ def resident_pages(path: Path) -> list[bool]:
     return [bool(page & 1) for page in vector]
 
 
-def partial_file(tmp_path: Path, size: int) -> PartialFile:
-    file = PartialFile(RemoteFile("m.bin", size, "etag"), tmp_path, tmp_path, direct=True)
+def partial_file(tmp_path: Path, size: int, *, direct: bool = True) -> PartialFile:
+    file = PartialFile(RemoteFile("m.bin", size, "etag"), tmp_path, tmp_path, direct=direct)
     file.prepare(16 << 20)
     file.open()
     return file
 
 
 needs_direct = pytest.mark.skipif(
-    not writes_directly(Path(os.environ.get("TMPDIR", "/tmp"))),
+    not writes_directly(Path(tempfile.gettempdir())),  # where pytest's tmp_path lives
     reason="the temporary directory is not on ext4 or xfs",
 )
 
@@ -98,9 +99,7 @@ def test_a_refused_direct_write_falls_back_to_the_page_cache(tmp_path: Path) -> 
 
 def test_without_direct_writes_everything_is_buffered(tmp_path: Path) -> None:
     data = os.urandom(2 * ALIGN)
-    file = PartialFile(RemoteFile("m.bin", len(data), "etag"), tmp_path, tmp_path)
-    file.prepare(16 << 20)
-    file.open()
+    file = partial_file(tmp_path, len(data), direct=False)
     try:
         assert file.direct_fd == -1
         file.write(memoryview(data), 0)
